@@ -1,0 +1,309 @@
+"""The public contract: `Tokenizer` (encode -> `Tokens`, decode -> signal), `Codebook`, `ForwardOutput`.
+
+Every family subclasses one of `ImageTokenizer`, `AudioTokenizer` or `FaceTokenizer`, takes plain typed keyword
+arguments (recorded in `self.config`, so `save_pretrained` / `zoo.load` rebuild it), and implements `encode`,
+`decode`, `embed`, `codebooks` and the training `forward`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from zoo.checks import check_audio, check_image, check_sample_rate
+from zoo.tokens import Tokens
+
+__all__ = [
+    "Codebook",
+    "ForwardOutput",
+    "Tokenizer",
+    "ImageTokenizer",
+    "AudioTokenizer",
+    "FaceTokenizer",
+    "Tokens",
+]
+
+
+class Codebook:
+    """A read-only view of one quantiser's code table (explicit or implicit, e.g. FSQ)."""
+
+    def __init__(self, quantizer: nn.Module, name: str = "codebook") -> None:
+        self.quantizer = quantizer
+        self.name = name
+
+    @property
+    def size(self) -> int:
+        return int(self.quantizer.codebook_size)
+
+    @property
+    def dim(self) -> int:
+        return int(self.quantizer.dim)
+
+    def embeddings(self) -> torch.Tensor:
+        """`[size, dim]` code vectors."""
+        return self.quantizer.embeddings()
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids `[...]` -> code vectors `[..., dim]` (differentiable w.r.t. the codebook)."""
+        return self.quantizer.lookup(ids)
+
+    def neighbors(self, ids: torch.Tensor, k: int) -> torch.Tensor:
+        """ids `[...]` -> `[..., k]` ids of the k nearest codes (the id itself first)."""
+        return self.quantizer.neighbors(ids, k)
+
+    def __repr__(self) -> str:
+        return f"Codebook(name={self.name!r}, size={self.size}, dim={self.dim})"
+
+
+@dataclass
+class ForwardOutput:
+    """What every tokenizer's training `forward` returns.
+
+    Attributes:
+        reconstruction: the decoded signal in the decode convention (images in [0, 1] scale, unclamped).
+        tokens: the ids of this pass (None when a family cannot form them cheaply during training).
+        losses: unweighted scalar auxiliary losses by name (e.g. "commitment", "codebook", "flow").
+        stats: scalar diagnostics (e.g. "usage", "perplexity").
+        extras: tensors objectives may need (e.g. "decoder_features" for semantic regularisation, "target").
+    """
+
+    reconstruction: torch.Tensor | None
+    tokens: Tokens | None = None
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _record_config(init):
+    """Wrap a subclass `__init__` so the outermost call stores its bound keyword arguments in `self.config`."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        depth = self.__dict__.get("_config_depth", 0)
+        object.__setattr__(self, "_config_depth", depth + 1)
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            object.__setattr__(self, "_config_depth", depth)
+        if depth == 0:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            config = dict(bound.arguments)
+            config.pop(next(iter(signature.parameters)))
+            for name, param in signature.parameters.items():
+                if param.kind is inspect.Parameter.VAR_KEYWORD:
+                    config.update(config.pop(name, {}))
+                elif param.kind is inspect.Parameter.VAR_POSITIONAL:
+                    config.pop(name, None)
+            object.__setattr__(self, "config", config)
+
+    return wrapper
+
+
+class Tokenizer(nn.Module):
+    """Base class of every tokenizer. See the module docstring and `docs/index.md`."""
+
+    family: ClassVar[str] = ""
+    modality: ClassVar[str] = ""
+    # fnmatch patterns of parameters that legitimately receive no gradient in `forward` (checked by the tests)
+    unused_in_forward: ClassVar[tuple[str, ...]] = ()
+
+    name: str | None = None  # registry name when built through the registry
+    weights_tag: str | None = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _record_config(cls.__dict__["__init__"])
+
+    # -- to implement ------------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, **kwargs) -> Tokens:
+        raise NotImplementedError(f"{type(self).__name__} must implement encode")
+
+    def decode(self, tokens: Tokens, **kwargs) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement decode")
+
+    def embed(self, tokens: Tokens) -> torch.Tensor:
+        """ids -> code embeddings (differentiable), `[B, N, D]` (or `[B, N, K, D]`)."""
+        self.check_tokens(tokens)
+        books = self.codebooks
+        if tokens.ids.dim() == 3 and len(books) == tokens.ids.shape[-1]:
+            return torch.stack([book.lookup(tokens.ids[..., i]) for i, book in enumerate(books)], dim=-2)
+        return books[0].lookup(tokens.ids)
+
+    @property
+    def codebooks(self) -> list[Codebook]:
+        raise NotImplementedError(f"{type(self).__name__} must implement the codebooks property")
+
+    # -- provided ----------------------------------------------------------------------------------------------
+    @property
+    def codebook(self) -> Codebook:
+        """The (first) codebook; tokenizers with several expose all of them as `.codebooks`."""
+        return self.codebooks[0]
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def example_input(self, batch_size: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_tokens(self, tokens: object) -> Tokens:
+        """Raise a clear error unless `tokens` is a `Tokens` whose ids fit this tokenizer's codebooks."""
+        if not isinstance(tokens, Tokens):
+            raise TypeError(f"decode expects zoo.Tokens (from encode or Tokens.load), got {type(tokens).__name__}")
+        ids = tokens.ids
+        sizes = [book.size for book in self.codebooks]
+        if ids.dim() == 3 and len(sizes) not in (1, ids.shape[-1]):
+            raise ValueError(
+                f"ids have K={ids.shape[-1]} parallel codes but {type(self).__name__} has {len(sizes)} codebooks"
+            )
+        valid = tokens.valid_mask()
+        columns = [ids] if ids.dim() == 2 else [ids[..., k] for k in range(ids.shape[-1])]
+        for k, column in enumerate(columns):
+            size = sizes[k] if len(sizes) > 1 else sizes[0]
+            checked = column[valid]
+            if checked.numel() == 0:
+                continue
+            bad = (checked < 0) | (checked >= size)
+            if bad.any():
+                where = (valid & ((column < 0) | (column >= size))).nonzero()[0].tolist()
+                raise ValueError(
+                    f"token ids must lie in [0, {size}) for codebook {k} of {type(self).__name__}; got "
+                    f"{column[tuple(where)].item()} at (batch, position) {tuple(where)}. Were these tokens made by "
+                    "another tokenizer?"
+                )
+        return tokens
+
+    def reconstruct(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """encode -> decode. Keyword args go to whichever of encode/decode accepts them."""
+        encode_params = inspect.signature(self.encode).parameters
+        enc = {k: v for k, v in kwargs.items() if k in encode_params}
+        dec = {k: v for k, v in kwargs.items() if k not in encode_params}
+        with torch.inference_mode():
+            return self.decode(self.encode(x, **enc), **dec)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` (family + constructor kwargs) and `model.safetensors`; `zoo.load(directory)` reads it."""
+        from safetensors.torch import save_model
+
+        from zoo import __version__
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "format": "zoo.tokenizer/1",
+            "zoo_version": __version__,
+            "family": self.family,
+            "name": self.name,
+            "kwargs": self.config,
+        }
+        try:
+            text = json.dumps(config, indent=2)
+        except TypeError as err:
+            raise TypeError(f"{type(self).__name__} constructor kwargs must be JSON-able to save: {err}") from None
+        (directory / "config.json").write_text(text + "\n")
+        save_model(self, str(directory / "model.safetensors"))
+        return directory
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}" if self.name else ""
+
+
+class ImageTokenizer(Tokenizer):
+    """Images: float `[B, 3, H, W]` RGB in [0, 1] at `image_size`; `decode` returns the same convention."""
+
+    modality: ClassVar[str] = "image"
+    image_size: int | tuple[int, int] = 256
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def check_input(self, x: object) -> torch.Tensor:
+        return check_image(x, self.input_size)
+
+    def reconstruct(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        return super().reconstruct(x, **kwargs).clamp(0, 1)
+
+    def example_input(self, batch_size: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+        h, w = self.input_size
+        coarse = torch.rand(batch_size, 3, max(h // 8, 1), max(w // 8, 1), generator=generator)
+        return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+
+
+class FaceTokenizer(ImageTokenizer):
+    """Faces: float `[B, 3, 224, 224]` face crops in [0, 1]; tokens carry face-model parameters in `meta`."""
+
+    modality: ClassVar[str] = "face"
+    image_size: int | tuple[int, int] = 224
+
+
+class AudioTokenizer(Tokenizer):
+    """Audio: float `[B, T]` or `[B, 1, T]` in [-1, 1]; `encode(x, sample_rate=sr)` resamples to `sample_rate`."""
+
+    modality: ClassVar[str] = "audio"
+    sample_rate: int = 24000
+    min_samples: int = 1  # shortest clip (at `sample_rate`) the model can encode
+
+    def prepare_audio(
+        self,
+        x: object,
+        sample_rate: int | None = None,
+        lengths: torch.Tensor | list[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check, resample to `self.sample_rate`; returns `[B, T]` audio and `[B]` valid lengths (in samples)."""
+        import torchaudio.functional as AF
+
+        wav = check_audio(x)
+        source_rate = self.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
+        if lengths is None:
+            lengths = torch.full((wav.shape[0],), wav.shape[-1], dtype=torch.long)
+        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+        if lengths.shape != (wav.shape[0],) or (lengths < 1).any() or (lengths > wav.shape[-1]).any():
+            raise ValueError(
+                f"lengths must be [B]={wav.shape[0]} values in [1, T={wav.shape[-1]}], got {lengths.tolist()}"
+            )
+        if source_rate != self.sample_rate:
+            wav = AF.resample(wav.float(), source_rate, self.sample_rate)
+            lengths = torch.ceil(lengths.double() * self.sample_rate / source_rate).long().clamp(max=wav.shape[-1])
+        if (lengths < self.min_samples).any():
+            raise ValueError(
+                f"clips must be at least {self.min_samples} samples at {self.sample_rate} Hz "
+                f"({self.min_samples / self.sample_rate * 1000:.1f} ms); got lengths {lengths.tolist()}"
+            )
+        return wav, lengths
+
+    def finish_audio(self, audio: torch.Tensor, tokens: Tokens, sample_rate: int | None = None) -> torch.Tensor:
+        """Trim decoded `[B, T]` audio to the encoded length (`meta["num_samples"]`) and resample if asked."""
+        import torchaudio.functional as AF
+
+        num_samples = tokens.meta.get("num_samples")
+        if isinstance(num_samples, torch.Tensor) and num_samples.numel():
+            audio = audio[..., : int(num_samples.max())]
+        if sample_rate is not None and check_sample_rate(sample_rate) != self.sample_rate:
+            audio = AF.resample(audio, self.sample_rate, sample_rate)
+        return audio
+
+    def example_input(self, batch_size: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+        seconds = 0.5
+        t = torch.arange(int(self.sample_rate * seconds)) / self.sample_rate
+        freqs = 100 + 400 * torch.rand(batch_size, 1, generator=generator)
+        tone = 0.3 * torch.sin(2 * torch.pi * freqs * t)
+        return tone + 0.05 * torch.randn(batch_size, t.numel(), generator=generator)

@@ -1,0 +1,1 @@
+"""audio tokenizer families; importing this package registers them."""

@@ -1,0 +1,1 @@
+"""Official checkpoint -> zoo converters, one module per family; importing registers them."""

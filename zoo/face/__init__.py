@@ -1,0 +1,1 @@
+"""face tokenizer families; importing this package registers them."""

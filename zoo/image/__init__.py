@@ -1,0 +1,1 @@
+"""image tokenizer families; importing this package registers them."""
