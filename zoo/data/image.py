@@ -1,0 +1,98 @@
+"""Image folders: every picture under a folder (recursively), as [3, H, W] float tensors in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from zoo.data.common import SeededDataset, TarMember, list_files, open_item
+from zoo.data.transforms import CROPS, crop_box, crop_image, to_tensor
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "load_image"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".gif")
+
+
+def load_image(item: str | Path | TarMember, min_side: int | None = None) -> Image.Image:
+    """Decode one picture to RGB. With `min_side`, JPEGs decode at a reduced DCT scale when that keeps the shorter
+    side >= min_side (several times faster on large photos; see PIL `Image.draft`)."""
+    with Image.open(open_item(item)) as im:
+        if min_side is not None and im.format == "JPEG":
+            factor = min(im.size) / min_side
+            if factor >= 2:
+                im.draft("RGB", (math.ceil(im.width / factor), math.ceil(im.height / factor)))
+        return im.convert("RGB")
+
+
+class ImageFolder(SeededDataset):
+    """Pictures under `root` (recursive), cropped to `image_size` squares.
+
+    Args:
+        root: folder to search (ignored when `files` is given).
+        image_size: side of the returned square.
+        crop: "random" (resize shorter side + random crop), "center" (resize shorter side + centre crop),
+            "multiscale" (random squares of log-uniform scale in `scale` x the shorter side, then resized) or
+            "resize" (squash the whole image). See `zoo.data.transforms.crop_box`.
+        scale: multiscale range, as fractions of the shorter side.
+        hflip: random horizontal flips.
+        recursive: search sub-folders.
+        extensions: file suffixes to keep.
+        seed: base seed; item i's crop depends only on (seed, rank, epoch, i).
+        rank: process rank (default: env RANK or 0).
+        skip_unreadable: skip and count files that fail to decode instead of raising (see `SeededDataset`).
+        files: explicit list of paths or tar members instead of a folder.
+
+    Items are float tensors [3, image_size, image_size] in [0, 1].
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        image_size: int = 256,
+        crop: str = "random",
+        scale: Sequence[float] = (0.25, 1.0),
+        hflip: bool = False,
+        recursive: bool = True,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        seed: int = 0,
+        rank: int | None = None,
+        skip_unreadable: bool = False,
+        files: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(seed=seed, rank=rank, skip_unreadable=skip_unreadable)
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        if len(scale) != 2:
+            raise ValueError(f"scale must be (lo, hi), got {scale}")
+        self.image_size, self.crop, self.scale, self.hflip = int(image_size), crop, tuple(scale), hflip
+        if files is not None:
+            self.items = list(files)
+        elif root is None:
+            raise ValueError("ImageFolder needs a root folder (or files=[...])")
+        else:
+            self.items = list_files(root, extensions, recursive)
+
+    def load(self, item: Any, generator: torch.Generator) -> torch.Tensor:
+        rng = None if self.crop in ("center", "resize") and not self.hflip else generator
+        with Image.open(open_item(item)) as im:
+            width, height = im.size
+            box = crop_box(width, height, self.image_size, self.crop, rng, self.scale)
+            # a JPEG decodes at 1/2, 1/4 or 1/8 scale when the crop is shrunk that much anyway (PIL `draft`)
+            factor = min(box[2] - box[0], box[3] - box[1]) / self.image_size
+            if im.format == "JPEG" and factor >= 2:
+                im.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
+            sx, sy = im.size[0] / width, im.size[1] / height
+            image = im.convert("RGB")
+        box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        return to_tensor(crop_image(image, self.image_size, self.crop, rng, self.scale, self.hflip, box=box))
+
+    def __repr__(self) -> str:
+        return (f"ImageFolder({len(self)} images, image_size={self.image_size}, crop={self.crop!r}, "
+                f"seed={self.seed}, rank={self.rank})")
