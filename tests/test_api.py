@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from torch import nn
+from toys import ToyTable
 
 import zoo
 from zoo.api import ImageTokenizer
@@ -15,31 +15,12 @@ from zoo.registry import register_family, register_model, unregister_model
 from zoo.weights import Source, WeightsEntry, sha256_file
 
 
-class _Table(nn.Module):
-    """A minimal explicit codebook with the quantiser interface the Codebook view needs."""
-
-    def __init__(self, size: int, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(size, dim))
-        self.codebook_size, self.dim = size, dim
-
-    def embeddings(self):
-        return self.weight
-
-    def lookup(self, ids):
-        return self.weight[ids]
-
-    def neighbors(self, ids, k):
-        d = torch.cdist(self.weight[ids], self.weight)
-        return d.topk(k, largest=False).indices
-
-
 @register_family("toy")
 class Toy(ImageTokenizer):
     def __init__(self, *, image_size: int = 8, size: int = 16, scale: float = 1.0) -> None:
         super().__init__()
         self.image_size = image_size
-        self.table = _Table(size, 3)
+        self.table = ToyTable(torch.randn(size, 3))
         self.scale = scale
 
     @property
@@ -48,8 +29,7 @@ class Toy(ImageTokenizer):
 
     def encode(self, x):
         x = self.check_input(x)
-        pix = x.flatten(2).transpose(1, 2)
-        ids = torch.cdist(pix, self.table.weight[None].expand(len(x), -1, -1)).argmin(-1)
+        ids = self.table.nearest(x.flatten(2).transpose(1, 2))
         return zoo.Tokens(ids, layout=(self.image_size, self.image_size))
 
     def decode(self, tokens):

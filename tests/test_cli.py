@@ -11,33 +11,13 @@ import soundfile as sf
 import torch
 from PIL import Image
 from torch import nn
+from toys import ToyTable
 
 import zoo
 from zoo.api import AudioTokenizer, ImageTokenizer
 from zoo.cli import DOCS_BEGIN, DOCS_END, main, render_docs
 from zoo.io import read_audio, read_image, write_audio, write_image
 from zoo.registry import register_family, register_model, unregister_model
-
-
-class _Table(nn.Module):
-    """A small explicit codebook with the quantiser interface `zoo.Codebook` needs."""
-
-    def __init__(self, size: int, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.rand(size, dim))
-        self.codebook_size, self.dim = size, dim
-
-    def embeddings(self):
-        return self.weight
-
-    def lookup(self, ids):
-        return self.weight[ids]
-
-    def neighbors(self, ids, k):
-        return torch.cdist(self.weight[ids], self.weight).topk(k, largest=False).indices
-
-    def nearest(self, z):
-        return torch.cdist(z, self.weight[None].expand(len(z), -1, -1)).argmin(-1)
 
 
 @register_family("clitoy-image")
@@ -47,7 +27,7 @@ class _ToyImage(ImageTokenizer):
     def __init__(self, *, image_size: int = 16, size: int = 32) -> None:
         super().__init__()
         self.image_size = image_size
-        self.table = _Table(size, 3)
+        self.table = ToyTable(torch.rand(size, 3))
 
     @property
     def codebooks(self):
@@ -77,7 +57,7 @@ class _ToyAudio(AudioTokenizer):
         super().__init__()
         self.sample_rate = 8000
         self.hop = hop
-        self.table = _Table(levels, 1)
+        self.table = ToyTable(torch.rand(levels, 1))
         with torch.no_grad():
             self.table.weight.copy_(torch.linspace(-1, 1, levels)[:, None])
 

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from zoo.data.common import SeededDataset, TarMember, list_files, open_item
+from zoo.data.common import SeededDataset, TarMember, open_item
 from zoo.data.transforms import fit_length, peak_normalize, random_segment
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioFolder", "load_audio", "resample"]
@@ -99,12 +99,7 @@ class AudioFolder(SeededDataset):
                 raise ValueError(f"gain_db range must be (lo, hi) with lo <= hi, got {gain_db}")
         self.sample_rate, self.num_samples, self.random_segment = int(sample_rate), num_samples, random_segment
         self.pad, self.gain_db = pad, gain_db
-        if files is not None:
-            self.items = list(files)
-        elif root is None:
-            raise ValueError("AudioFolder needs a root folder (or files=[...])")
-        else:
-            self.items = list_files(root, extensions, recursive)
+        self._set_items(root, files, extensions, recursive)
 
     def load(self, item: Any, generator: torch.Generator) -> torch.Tensor:
         import soundfile as sf

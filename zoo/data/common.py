@@ -133,6 +133,17 @@ class SeededDataset(Dataset):
         self.skipped: dict[str, str] = {}
         self.items: list[Any] = []
 
+    def _set_items(
+        self, root: str | Path | None, files: Sequence[Any] | None, extensions: Sequence[str], recursive: bool
+    ) -> None:
+        """`self.items` for a folder dataset: `files` as given, else the `extensions` files under `root`."""
+        if files is not None:
+            self.items = list(files)
+        elif root is None:
+            raise ValueError(f"{type(self).__name__} needs a root folder (or files=[...])")
+        else:
+            self.items = list_files(root, extensions, recursive)
+
     @property
     def num_skipped(self) -> int:
         """Unreadable files skipped so far in this process (each DataLoader worker counts its own)."""

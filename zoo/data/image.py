@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from zoo.data.common import SeededDataset, TarMember, list_files, open_item
+from zoo.data.common import SeededDataset, TarMember, open_item
 from zoo.data.transforms import CROPS, crop_box, crop_image, to_tensor
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "load_image"]
@@ -72,12 +72,7 @@ class ImageFolder(SeededDataset):
         if len(scale) != 2:
             raise ValueError(f"scale must be (lo, hi), got {scale}")
         self.image_size, self.crop, self.scale, self.hflip = int(image_size), crop, tuple(scale), hflip
-        if files is not None:
-            self.items = list(files)
-        elif root is None:
-            raise ValueError("ImageFolder needs a root folder (or files=[...])")
-        else:
-            self.items = list_files(root, extensions, recursive)
+        self._set_items(root, files, extensions, recursive)
 
     def load(self, item: Any, generator: torch.Generator) -> torch.Tensor:
         rng = None if self.crop in ("center", "resize") and not self.hflip else generator

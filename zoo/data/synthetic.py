@@ -20,6 +20,26 @@ from zoo.data.common import item_seed
 __all__ = ["SyntheticAudio", "SyntheticImage", "synthetic_audio", "synthetic_image"]
 
 
+class _SyntheticDataset(Dataset):
+    """`num_items` items; item i is `make(g)` with `g` seeded by (seed, i) only. Subclasses set `num_items` and
+    `seed` and implement `make`."""
+
+    num_items: int
+    seed: int
+
+    def make(self, g: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < self.num_items:
+            raise IndexError(f"index {index} out of range for {self.num_items} items")
+        g = torch.Generator().manual_seed(item_seed(self.seed, 0, 0, index))
+        return self.make(g)
+
+
 # ------------------------------------------------------------------------------------------------- images
 def _pink(g: torch.Generator, h: int, w: int, channels: int, alpha: float = 2.0) -> torch.Tensor:
     """Unit-variance noise [C, H, W] with power spectrum ~ 1/f^alpha."""
@@ -79,7 +99,7 @@ def synthetic_image(size: int, g: torch.Generator) -> torch.Tensor:
     return img.clamp(0, 1)
 
 
-class SyntheticImage(Dataset):
+class SyntheticImage(_SyntheticDataset):
     """`num_items` synthetic scenes [3, image_size, image_size] in [0, 1]; item i depends only on (seed, i)."""
 
     def __init__(self, num_items: int = 1024, image_size: int = 256, seed: int = 0) -> None:
@@ -87,13 +107,7 @@ class SyntheticImage(Dataset):
             raise ValueError(f"SyntheticImage needs num_items >= 1 and image_size >= 8, got {num_items}, {image_size}")
         self.num_items, self.image_size, self.seed = int(num_items), int(image_size), int(seed)
 
-    def __len__(self) -> int:
-        return self.num_items
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if not 0 <= index < self.num_items:
-            raise IndexError(f"index {index} out of range for {self.num_items} items")
-        g = torch.Generator().manual_seed(item_seed(self.seed, 0, 0, index))
+    def make(self, g: torch.Generator) -> torch.Tensor:
         return synthetic_image(self.image_size, g)
 
 
@@ -186,7 +200,7 @@ def synthetic_audio(num_samples: int, sample_rate: int, g: torch.Generator) -> t
     return (wav * (10 ** (peak_db / 20) / wav.abs().max().clamp_min(1e-6))).clamp(-1, 1)
 
 
-class SyntheticAudio(Dataset):
+class SyntheticAudio(_SyntheticDataset):
     """`num_items` synthetic mono clips [num_samples] in [-1, 1]; item i depends only on (seed, i)."""
 
     def __init__(self, num_items: int = 1024, sample_rate: int = 24000, num_samples: int = 24000,
@@ -197,11 +211,5 @@ class SyntheticAudio(Dataset):
         self.num_items, self.sample_rate, self.num_samples, self.seed = (int(num_items), int(sample_rate),
                                                                          int(num_samples), int(seed))
 
-    def __len__(self) -> int:
-        return self.num_items
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if not 0 <= index < self.num_items:
-            raise IndexError(f"index {index} out of range for {self.num_items} items")
-        g = torch.Generator().manual_seed(item_seed(self.seed, 0, 0, index))
+    def make(self, g: torch.Generator) -> torch.Tensor:
         return synthetic_audio(self.num_samples, self.sample_rate, g)

@@ -7,6 +7,7 @@ Every option is a plain keyword so that family constructors can forward their JS
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -170,6 +171,17 @@ class Block(nn.Module):
         return self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))
 
 
+def _block_options(block_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`Block`'s options after `dim`/`num_heads`/`head_dim`, with `block_kwargs` over `Block`'s defaults, so that the
+    other blocks take the same options without a second copy of their names and defaults."""
+    params = inspect.signature(Block).parameters
+    options = {name: p.default for name, p in params.items() if name not in ("dim", "num_heads", "head_dim")}
+    unknown = sorted(set(block_kwargs) - set(options))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {unknown}; the block options are {sorted(options)}")
+    return {**options, **block_kwargs}
+
+
 class CrossAttentionBlock(nn.Module):
     """Decoder layer: optional self-attention, cross-attention to a context, feed-forward.
 
@@ -182,8 +194,10 @@ class CrossAttentionBlock(nn.Module):
         context_dim: width of the context; default `dim`.
         self_attn: include the self-attention sub-block.
         context_norm: also normalise the context (`norm_context`) before the cross-attention.
-        Other arguments: see `Block`. Both attentions share the head/bias/qk-norm options; the cross-attention uses
-        separate `q`, `k`, `v` projections when `context_dim != dim`.
+        num_heads, head_dim: as in `Block`.
+        **block_kwargs: every other `Block` option, with the same names and defaults. Both attentions share the
+            head/bias/qk-norm options; the cross-attention uses separate `q`, `k`, `v` projections when
+            `context_dim != dim`.
     """
 
     def __init__(
@@ -194,54 +208,37 @@ class CrossAttentionBlock(nn.Module):
         head_dim: int | None = None,
         self_attn: bool = True,
         context_norm: bool = False,
-        mlp_ratio: float = 4.0,
-        mlp: str = "mlp",
-        act: str | None = None,
-        mlp_bias: bool = True,
-        qkv_bias: bool | str = False,
-        fused_qkv: bool = True,
-        proj_bias: bool = True,
-        qk_norm: str | None = None,
-        qk_norm_affine: bool = True,
-        qk_norm_eps: float = 1e-6,
-        attn_scale: float | None = None,
-        norm: str = "layernorm",
-        norm_eps: float = 1e-6,
-        norm_affine: bool = True,
-        norm_bias: bool = True,
-        layerscale: float | None = None,
-        drop_path: float = 0.0,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        mlp_drop: float = 0.0,
-        norm_first: bool = True,
+        **block_kwargs: Any,
     ) -> None:
         super().__init__()
+        o = _block_options(block_kwargs)
         context_dim = dim if context_dim is None else context_dim
-        self.norm_first = norm_first
+        self.norm_first = o["norm_first"]
         attn_kw = _attention_kwargs(
-            num_heads, head_dim, qkv_bias, fused_qkv, proj_bias, qk_norm, qk_norm_affine, qk_norm_eps,
-            attn_scale, attn_drop, proj_drop,
+            num_heads, head_dim, o["qkv_bias"], o["fused_qkv"], o["proj_bias"], o["qk_norm"], o["qk_norm_affine"],
+            o["qk_norm_eps"], o["attn_scale"], o["attn_drop"], o["proj_drop"],
         )
 
         def norm_layer(width: int) -> nn.Module:
-            return make_norm(norm, width, eps=norm_eps, affine=norm_affine, bias=norm_bias)
+            return make_norm(o["norm"], width, eps=o["norm_eps"], affine=o["norm_affine"], bias=o["norm_bias"])
 
         if self_attn:
             self.norm1 = norm_layer(dim)
             self.attn = Attention(dim, **attn_kw)
-            self.ls1 = _layerscale(dim, layerscale)
+            self.ls1 = _layerscale(dim, o["layerscale"])
         else:
             self.norm1 = self.attn = self.ls1 = None
         self.norm2 = norm_layer(dim)
         self.norm_context = norm_layer(context_dim) if context_norm else nn.Identity()
-        cross_kw = dict(attn_kw, fused_qkv=fused_qkv and context_dim == dim)
+        cross_kw = dict(attn_kw, fused_qkv=o["fused_qkv"] and context_dim == dim)
         self.cross_attn = Attention(dim, kv_dim=context_dim, **cross_kw)
-        self.ls2 = _layerscale(dim, layerscale)
+        self.ls2 = _layerscale(dim, o["layerscale"])
         self.norm3 = norm_layer(dim)
-        self.mlp = make_mlp(mlp, dim, mlp_ratio=mlp_ratio, act=act, bias=mlp_bias, drop=mlp_drop)
-        self.ls3 = _layerscale(dim, layerscale)
-        self.drop_path = DropPath(drop_path)
+        self.mlp = make_mlp(
+            o["mlp"], dim, mlp_ratio=o["mlp_ratio"], act=o["act"], bias=o["mlp_bias"], drop=o["mlp_drop"]
+        )
+        self.ls3 = _layerscale(dim, o["layerscale"])
+        self.drop_path = DropPath(o["drop_path"])
 
     def forward(
         self,
