@@ -331,6 +331,24 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path):
     assert isinstance(zoo.load(tmp_path / "run" / "final"), TrainToy)
 
 
+def test_export_only_writes_the_weights_of_a_stopped_run(tmp_path):
+    cfg = _recipe(tmp_path / "run", train={"eval_every": 0})
+    stopped = _fit(cfg, "train.stop_after=2")
+    assert not (tmp_path / "run" / "final").exists()
+    trainer = Trainer(cfg, ["resume=auto"])
+    try:
+        folder = trainer.export_checkpoint(tmp_path / "export")
+    finally:
+        _reset_accelerate()
+    exported = zoo.load(folder)
+    for name, value in stopped.raw_model.state_dict().items():
+        assert torch.equal(exported.state_dict()[name], value), name
+    assert json.loads((folder / "training.json").read_text())["steps"] == 2
+    with pytest.raises(FileNotFoundError, match="no checkpoint to export"):
+        Trainer(_recipe(tmp_path / "fresh"), ["resume=auto"]).export_checkpoint()
+    _reset_accelerate()
+
+
 def test_audio_gan_with_paired_discriminator_writes_wav_samples(tmp_path):
     cfg = _recipe(
         tmp_path / "run",

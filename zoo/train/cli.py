@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("recipe", help="recipe YAML, e.g. recipes/gigatok/tiny.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
+    parser.add_argument(
+        "--export-only",
+        metavar="DIR",
+        nargs="?",
+        const="",
+        help="export the checkpoint chosen by resume=auto|PATH as a save_pretrained folder (default "
+        "<output_dir>/final) and exit without training",
+    )
     return parser
 
 
@@ -44,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from zoo.train.engine import Trainer
 
         trainer = Trainer(args.recipe, args.overrides)
-        exported = trainer.fit()
+        if args.export_only is not None:
+            exported = trainer.export_checkpoint(args.export_only or None)
+        else:
+            exported = trainer.fit()
     except (RecipeError, FileNotFoundError, FileExistsError) as err:
         print(f"zoo train: error: {err}", file=sys.stderr)
         return 2

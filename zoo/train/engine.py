@@ -432,6 +432,18 @@ class Trainer:
         acc.wait_for_everyone()
         return directory
 
+    def export_checkpoint(self, directory: str | Path | None = None) -> Path:
+        """Export the weights of the checkpoint named by `train.resume` without training (e.g. a run stopped early)."""
+        self._setup()
+        if self.checkpoint is None:
+            raise FileNotFoundError(
+                f"no checkpoint to export under {self.output_dir}; pass resume=auto or resume=PATH to a step folder"
+            )
+        try:
+            return self.export(directory)
+        finally:
+            self.accelerator.end_training()
+
     # -- signals ----------------------------------------------------------------------------------------------
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self._signal_received = True
