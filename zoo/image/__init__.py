@@ -1,1 +1,3 @@
 """image tokenizer families; importing this package registers them."""
+from zoo.image import flextok  # noqa: F401,E402
+from zoo.image import gigatok  # noqa: F401,E402

@@ -90,10 +90,14 @@ class AdaLNModulation(nn.Sequential):
             lo, hi = int(gid.min()), int(gid.max())
             if lo < 0 or hi >= self.num_groups:
                 raise ValueError(f"group_ids must lie in [0, {self.num_groups}), got values in [{lo}, {hi}]")
-            if not per_token:
-                m = m.expand(-1, gid.shape[1], -1, -1, -1)
-            index = gid[:, :, None, None, None].expand(-1, -1, 1, k, self.dim)
-            m = m.gather(2, index)[:, :, 0]
+            if not per_token and group_ids.dim() == 1:
+                # one group per position shared by the batch: index the small [B, G, k, dim] table directly
+                m = m[:, 0].index_select(1, group_ids.to(m.device).long())
+            else:
+                if not per_token:
+                    m = m.expand(-1, gid.shape[1], -1, -1, -1)
+                index = gid[:, :, None, None, None].expand(-1, -1, 1, k, self.dim)
+                m = m.gather(2, index)[:, :, 0]
         return {name: m[:, :, i] for i, name in enumerate(self.chunks)}
 
 

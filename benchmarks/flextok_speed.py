@@ -1,0 +1,136 @@
+"""FlexTok d12-d12 CPU speed: tokenize and detokenize (25 and 8 steps, CFG 7.5 with APG) in images/s.
+
+Same protocol as `shared/reference/speed_baseline.md` (official code, same machine class): random weights with the
+zero-initialised adaLN/read-out tensors refilled with N(0, 0.02^2), float32, eval, inference mode, 2 threads, one
+configuration per process, warm-up calls, median of timed calls. Every timed call's output is compared with the
+plain path (no collapsed mask/null tokens, CFG branches run separately), which is the computation the parity tests
+check against the official fixture, so the speed-up comes at equal outputs. `--plain` also times that plain path
+in the same process (runs interleaved), a speed-up measure that does not depend on the load of a shared machine.
+
+    python benchmarks/flextok_speed.py --op tokenize --batch 1
+    python benchmarks/flextok_speed.py --op detokenize --steps 8 --k 256
+    python benchmarks/flextok_speed.py --all          # every row of the baseline table, one process each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASELINE = {  # median seconds per call of the official code (speed_baseline.md, table 0)
+    ("tokenize", 1, None, None): 2.17,
+    ("tokenize", 4, None, None): 9.54,
+    ("detokenize", 1, 25, 256): 36.3,
+    ("detokenize", 1, 25, 16): 38.8,
+    ("detokenize", 1, 8, 256): 14.67,
+    ("detokenize", 1, 8, 16): 14.80,
+}
+
+
+def build(threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    import zoo
+
+    torch.manual_seed(0)
+    tok = zoo.load("flextok-d12-d12", weights=None)
+    with torch.no_grad():
+        for name, param in tok.named_parameters():
+            if param.dim() and not param.any():
+                param.normal_(0.0, 0.02)
+    return tok.eval()
+
+
+def run_one(op: str, batch: int, steps: int | None, k: int | None, runs: int, threads: int, plain: bool) -> dict:
+    import torch
+
+    tok = build(threads)
+    g = torch.Generator().manual_seed(0)
+    x = tok.example_input(batch, g)
+    with torch.inference_mode():
+        tokens = tok.encode(x)
+        if op == "tokenize":
+            def call():
+                return tok.encode(x).ids
+
+            def reference():
+                return tokens.ids
+        else:
+            short = tokens if k is None else tok.encode(x, num_tokens=k)
+            noise = tok.initial_noise(batch, torch.Generator().manual_seed(1))
+            kwargs = {"steps": steps, "guidance": 7.5, "apg": True, "noise": noise}
+
+            def call():
+                return tok.decode(short, **kwargs)
+
+            def reference():
+                return tok.decode(short, collapse=False, batch_uncond=False, **kwargs)
+
+        call()  # warm-up
+        ref = reference()
+        times, plain_times, diffs = [], [], []
+        for _ in range(runs):  # interleaved, so both paths see the same machine load
+            start = time.perf_counter()
+            out = call()
+            times.append(time.perf_counter() - start)
+            diffs.append(float((out.float() - ref.float()).abs().max()))
+            if op == "detokenize" and plain:
+                start = time.perf_counter()
+                reference()
+                plain_times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    base = BASELINE.get((op, batch, steps, k))
+    return {
+        "op": op, "batch": batch, "steps": steps, "k": k, "threads": threads, "runs": runs,
+        "median_s": round(median, 3), "min_s": round(min(times), 3), "max_s": round(max(times), 3),
+        "images_per_s": round(batch / median, 4), "official_median_s": base,
+        "speedup": round(base / median, 2) if base else None, "max_abs_diff_vs_plain_path": max(diffs),
+        "plain_median_s": round(statistics.median(plain_times), 3) if plain_times else None,
+        "speedup_vs_plain": round(statistics.median(plain_times) / median, 2) if plain_times else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--op", choices=["tokenize", "detokenize"], default="tokenize")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--k", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plain", action="store_true", help="also time the plain path (interleaved runs)")
+    parser.add_argument("--all", action="store_true", help="run every baseline row, each in a fresh process")
+    parser.add_argument("--out", default=None, help="append JSON lines here")
+    args = parser.parse_args(argv)
+    if args.all:
+        for op, batch, steps, k in BASELINE:
+            cmd = [sys.executable, __file__, "--op", op, "--batch", str(batch), "--runs", str(args.runs),
+                   "--threads", str(args.threads)]
+            if op == "detokenize":
+                cmd += ["--steps", str(steps), "--k", str(k)]
+            if args.out:
+                cmd += ["--out", args.out]
+            if args.plain:
+                cmd += ["--plain"]
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+            subprocess.run(cmd, check=True, env=env)
+        return
+    steps = args.steps if args.op == "detokenize" else None
+    k = args.k if args.op == "detokenize" else None
+    result = run_one(args.op, args.batch, steps, k, args.runs, args.threads, args.plain)
+    line = json.dumps(result)
+    print(line, flush=True)
+    if args.out:
+        with Path(args.out).open("a") as handle:
+            handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
