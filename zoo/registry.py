@@ -305,12 +305,15 @@ def _load_registered(spec: ModelSpec, weights: Any, overrides: dict) -> Tokenize
     return model
 
 
-def from_official(family: str, checkpoint: str | Path, config: str | Path | dict | None = None) -> Tokenizer:
-    """Convert an official release checkpoint of `family` into our Tokenizer with the same outputs."""
+def from_official(family: str, checkpoint: str | Path, config: str | Path | dict | None = None,
+                  **kwargs: Any) -> Tokenizer:
+    """Convert an official release checkpoint of `family` into our Tokenizer with the same outputs.
+
+    Extra keyword arguments go to the family's converter (e.g. FlexTok's `vae=` folder)."""
     _ensure_loaded()
     if family not in _CONVERTERS:
         raise KeyError(f"no official converter for family {family!r}; available: {', '.join(sorted(_CONVERTERS))}")
-    model = _CONVERTERS[family](checkpoint, config=config)
+    model = _CONVERTERS[family](checkpoint, config=config, **kwargs)
     return model.eval()
 
 
