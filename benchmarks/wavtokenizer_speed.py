@@ -13,6 +13,7 @@ what the parity tests compare with the official fixture.
 
     python benchmarks/wavtokenizer_speed.py --op encode --batch 1 --seconds 10 --official ~/src/WavTokenizer
     python benchmarks/wavtokenizer_speed.py --all --plain     # every row of the baseline table, one process each
+    python benchmarks/wavtokenizer_speed.py --gemm-floor --batch 1 --seconds 10   # decode's fp32 GEMM lower bound
 """
 
 from __future__ import annotations
@@ -171,6 +172,49 @@ def run_one(args: argparse.Namespace) -> dict:
     return result
 
 
+def gemm_floor(args: argparse.Namespace) -> dict:
+    """Lower bound of the decode time in fp32: every Linear/Conv1d the decoder runs, timed alone as one GEMM of the
+    same shape (a k-tap convolution as `[frames, k * C_in] x [k * C_in, C_out]`); attention products, norms,
+    activations, depthwise convolutions and the iSTFT are left out, so the real floor is higher still."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.set_num_threads(args.threads)
+    model, _ = build(args.model, None)
+    x = 0.1 * torch.randn(args.batch, int(args.seconds * model.sample_rate), generator=torch.Generator().manual_seed(0))
+    shapes: list[tuple[int, int, int]] = []
+
+    def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        inp = inputs[0]
+        if isinstance(module, nn.Linear):
+            shapes.append((inp.numel() // inp.shape[-1], module.in_features, module.out_features))
+        elif module.groups == 1:  # Conv1d; depthwise ones are memory-bound, not GEMMs
+            shapes.append((output.shape[0] * output.shape[-1], module.in_channels * module.kernel_size[0],
+                           module.out_channels))
+
+    with torch.inference_mode():
+        tokens = model.encode(x)
+        hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d))]
+        shapes.clear()
+        model.decode(tokens)
+        for hook in hooks:
+            hook.remove()
+        decode_calls = [timed(lambda: model.decode(tokens), 1)[0] for _ in range(args.runs)]
+        gemm = 0.0
+        flops = 0
+        for rows, inner, out in shapes:
+            a, w = torch.randn(rows, inner), torch.randn(out, inner)
+            F.linear(a, w)
+            gemm += statistics.median(timed(lambda: F.linear(a, w), 1)[0] for _ in range(args.runs))
+            flops += 2 * rows * inner * out
+    decode = statistics.median(decode_calls)
+    return {"model": args.model, "op": "decode_gemm_floor", "batch": args.batch, "seconds": args.seconds,
+            "threads": args.threads, "gemms": len(shapes), "gflop": round(flops / 1e9, 1),
+            "gemm_s": round(gemm, 4), "decode_s": round(decode, 4), "gemm_share": round(gemm / decode, 3),
+            "gemm_gflops": round(flops / gemm / 1e9, 1), "max_speedup_at_fp32": round(decode / gemm, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="wavtokenizer-small-75", choices=sorted({k[0] for k in BASELINE}))
@@ -184,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="also time our plain (training-time) code path")
     parser.add_argument("--all", action="store_true", help="every baseline row of --model, one process each")
     parser.add_argument("--json", default=None, help="append result rows to this JSON-lines file")
+    parser.add_argument("--gemm-floor", action="store_true",
+                        help="time the decoder's GEMMs alone: the fp32 lower bound of decode (no official code)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if args.all:
@@ -197,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         return 0
     sys.path.insert(0, str(REPO))
-    result = run_one(args)
+    result = gemm_floor(args) if args.gemm_floor else run_one(args)
     print(json.dumps(result))
     if args.json:
         with open(args.json, "a") as handle:

@@ -429,6 +429,25 @@ def test_cross_attention_block():
     assert only_cross.attn is None and only_cross(x, torch.randn(2, 7, 32)).shape == x.shape
 
 
+def test_channels_last_group_norm_is_as_accurate_as_channels_first():
+    from zoo.nn.norms import group_norm_channels_last
+
+    g = torch.Generator().manual_seed(0)
+    # a map with large channel means (where one-pass fp32 statistics fail) and a per-sample affine
+    x = torch.randn(2, 64, 96, 80, generator=g) * 0.5 + torch.randn(1, 64, 1, 1, generator=g) * 4
+    weight, bias = torch.randn(2, 64, generator=g), torch.randn(2, 64, generator=g)
+    exact = F.group_norm(x.double(), 16, eps=1e-6) * weight.double()[..., None, None] + bias.double()[..., None, None]
+    channels_first = F.group_norm(x, 16, eps=1e-6) * weight[..., None, None] + bias[..., None, None]
+    y = group_norm_channels_last(x.contiguous(memory_format=torch.channels_last), 16, weight, bias, eps=1e-6)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    ours, theirs = (y.double() - exact).abs().max().item(), (channels_first.double() - exact).abs().max().item()
+    assert ours <= 2 * theirs + 1e-7, (ours, theirs)
+    n = AdaptiveGroupNorm(64, 8, num_groups=16)
+    style = torch.randn(2, 8, 3, 3, generator=g)
+    torch.testing.assert_close(n(x.contiguous(memory_format=torch.channels_last), style), n(x, style),
+                               atol=2e-5, rtol=0)
+
+
 def test_depth_to_space_orders():
     c, r = 3, 2
     x = torch.randn(2, c * r * r, 4, 5)
@@ -440,6 +459,9 @@ def test_depth_to_space_orders():
     torch.testing.assert_close(crd[:, 1, 0::r, 1::r], x[:, 1 * r * r + 1])
     torch.testing.assert_close(space_to_depth(dcr, r, "dcr"), x)
     torch.testing.assert_close(space_to_depth(crd, r, "crd"), x)
+    cl = depth_to_space(x.contiguous(memory_format=torch.channels_last), r, "dcr")
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl, dcr, atol=0, rtol=0)
     up = DepthToSpaceUpsample(8, 4)
     assert up.conv1.weight.shape == (16, 8, 3, 3) and up(torch.randn(1, 8, 3, 3)).shape == (1, 4, 6, 6)
 

@@ -163,6 +163,10 @@ def depth_to_space(x: torch.Tensor, block_size: int = 2, order: str = "dcr") -> 
         return F.pixel_shuffle(x, r)
     if order != "dcr":
         raise ValueError(f"order must be 'dcr' or 'crd', got {order!r}")
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # stay channels-last: one copy in NHWC order instead of an NCHW result and a conversion back
+        y = x.permute(0, 2, 3, 1).view(b, h, w, r, r, c).permute(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, h * r, w * r, c).permute(0, 3, 1, 2)
     x = x.view(b, r, r, c, h, w).permute(0, 3, 4, 1, 5, 2)
     return x.reshape(b, c, h * r, w * r)
 

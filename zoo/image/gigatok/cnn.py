@@ -15,12 +15,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.nn import AdaptiveGroupNorm, DepthToSpaceUpsample, Downsample, ResnetBlock, Upsample
+from zoo.nn.norms import group_norm_channels_last
 
 __all__ = ["CNNEncoder", "CNNDecoder"]
 
 
+def _fast_path(x: torch.Tensor) -> bool:
+    """CPU inference runs the CNNs channels-last: oneDNN's 3x3 convolutions are ~25% faster in NHWC than in NCHW
+    (measured at 256 px, 128 channels, 2 threads), and every norm then uses the accurate channels-last GroupNorm."""
+    return x.device.type == "cpu" and x.dim() == 4 and not torch.is_grad_enabled()
+
+
+def _to_fast_layout(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if _fast_path(x) else x.contiguous()
+
+
+def _norm(x: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return group_norm_channels_last(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return norm(x)
+
+
 def _group_norm_out(x: torch.Tensor, norm: nn.GroupNorm, conv: nn.Conv2d) -> torch.Tensor:
-    return conv(F.silu(norm(x), inplace=not torch.is_grad_enabled()))
+    return conv(F.silu(_norm(x, norm), inplace=not torch.is_grad_enabled()))
 
 
 def _res_block(block: ResnetBlock, x: torch.Tensor) -> torch.Tensor:
@@ -28,8 +45,8 @@ def _res_block(block: ResnetBlock, x: torch.Tensor) -> torch.Tensor:
     allocations, which matters at 256 px where every activation is 33 MB per image."""
     if torch.is_grad_enabled() or not isinstance(block.act, nn.SiLU) or (block.training and block.dropout.p > 0):
         return block(x)
-    h = block.conv1(F.silu(block.norm1(x), inplace=True))
-    h = block.conv2(F.silu(block.norm2(h), inplace=True))
+    h = block.conv1(F.silu(_norm(x, block.norm1), inplace=True))
+    h = block.conv2(F.silu(_norm(h, block.norm2), inplace=True))
     return h.add_(x if block.shortcut_name is None else getattr(block, block.shortcut_name)(x))
 
 
@@ -84,12 +101,12 @@ class CNNEncoder(nn.Module):
         self.conv_out = nn.Conv2d(prev, z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x.contiguous())  # see CNNDecoder.forward
+        h = self.conv_in(_to_fast_layout(x))  # see CNNDecoder.forward
         for stage in self.stages:
             h = stage(h)
         for block in self.mid:
             h = _res_block(block, h)
-        return _group_norm_out(h, self.norm_out, self.conv_out)
+        return _group_norm_out(h, self.norm_out, self.conv_out).contiguous()
 
 
 class _DecoderStage(nn.Module):
@@ -168,12 +185,13 @@ class CNNDecoder(nn.Module):
         return self.conv_out.weight
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # channels-last input would run every layer channels-last, and CPU GroupNorm is then computed in one pass
-        # (E[x^2] - E[x]^2), which is ~1e3 times less accurate and moves the output by ~1e-3
-        z = z.contiguous()
+        # Channels-last input runs every layer channels-last, where PyTorch's CPU GroupNorm is computed in one pass
+        # (E[x^2] - E[x]^2), ~1e3 times less accurate (moves the output by ~1e-3): training takes channels-first
+        # input, and the inference path uses `group_norm_channels_last` (see `_fast_path`).
+        z = _to_fast_layout(z)
         h = self.conv_in(z)
         for block in self.mid:
             h = _res_block(block, h)
         for stage in self.stages:
             h = stage(h, z)
-        return _group_norm_out(h, self.norm_out, self.conv_out)
+        return _group_norm_out(h, self.norm_out, self.conv_out).contiguous()
