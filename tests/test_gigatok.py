@@ -129,7 +129,9 @@ def test_fixture_encode_decode_and_semantic_features(fixture):
         feats = tok.decoder_features(tokens)
         codes = tok.embed(tokens)
     torch.testing.assert_close(grid, ref["enc_cnn_out"], atol=5e-5, rtol=0)
-    torch.testing.assert_close(latents, _channels_last(ref["pre_quant"]), atol=1e-4, rtol=0)
+    # the CPU inference path runs the CNN channels-last (another oneDNN algorithm: the grid moves by ~1e-5, which the
+    # ViT amplifies to 0.6-1.04e-4 in the pre-quantisation latents, depending on the thread count); ids stay exact
+    torch.testing.assert_close(latents, _channels_last(ref["pre_quant"]), atol=2e-4, rtol=0)
     assert torch.equal(tokens.ids, ref["indices"].reshape(2, -1)), "token ids differ from the official ones"
     assert tokens.layout == (64,)
     torch.testing.assert_close(codes, _channels_last(ref["quant_from_code"]), atol=1e-6, rtol=0)

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/assets/flextok_tiny_k_curve")
+    parser.add_argument("--examples", type=int, default=6, help="crops shown in the <out>_grid.png reconstructions")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -63,11 +64,13 @@ def main(argv: list[str] | None = None) -> None:
         fid_real.update(x[i:i + args.batch], real=True)
     ks = [2**i for i in range(int(math.log2(tok.num_registers)) + 1)]
     rows = []
+    shown = torch.linspace(0, len(x) - 1, args.examples).round().long()  # spread over the held-out photos
+    examples = {"input": x[shown]}
     for k in ks:
         start = time.time()
         fid = FID(extractor=fid_real.extractor, reference=fid_real.reference)
         fid.real = fid_real.real
-        scores = []
+        scores, decoded = [], []
         for i in range(0, len(x), args.batch):
             batch = x[i:i + args.batch]
             with torch.inference_mode():
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                 y = tok.decode(tokens, steps=args.steps, guidance=args.guidance, apg=args.apg, noise=noise).clamp(0, 1)
             scores.append(psnr(y, batch))
             fid.update(y, real=False)
+            decoded.append(y)
+        examples[f"k={k}"] = torch.cat(decoded)[shown]
         row = {"k": k, "psnr": torch.cat([s.reshape(-1) for s in scores]).mean().item(), "rfid": fid.compute()}
         rows.append(row)
         print(json.dumps(row), f"{time.time() - start:.0f}s", flush=True)
@@ -105,7 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     ax1.set_title(f"{args.model}: {len(x)} held-out crops, {args.steps} steps, {guide}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"))
-    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")
+    # rows: the held-out crops, then their reconstructions from k = 1, 2, 4, ... tokens
+    from torchvision.utils import save_image
+
+    grid_path = out.with_name(out.name + "_grid.png")
+    save_image(torch.cat(list(examples.values())), grid_path, nrow=len(examples["input"]), padding=2, pad_value=1.0)
+    print(f"wrote {out.with_suffix('.png')}, {grid_path} (rows: {', '.join(examples)}) and {out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,23 @@ class QueryEncoder(nn.Module):
         return x if return_features else self.proj_out(x)
 
 
+def _check_feature_depth(feature_depth: int | None, depth: int) -> None:
+    if feature_depth is not None and not 1 <= feature_depth <= depth:
+        raise ValueError(f"semantic_depth must lie in [1, {depth}] (the decoder depth), got {feature_depth}")
+
+
+def _run_blocks(
+    blocks: nn.ModuleList, x: torch.Tensor, keep_after: int | None, *args, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run `blocks` in order; also return the tokens after block `keep_after` (1-based; None: no hidden)."""
+    hidden = None
+    for i, block in enumerate(blocks, start=1):
+        x = block(x, *args, **kwargs)
+        if i == keep_after:
+            hidden = x
+    return x, hidden
+
+
 class QueryDecoder(nn.Module):
     """Latent tokens `[B, N, z]` -> grid map `[B, z, g, g]` (official `ViTDecoder`), optionally also the hidden
     grid tokens after block `feature_depth` (the features of the semantic regularisation).
@@ -158,8 +175,7 @@ class QueryDecoder(nn.Module):
         feature_depth: int | None = None, semantic_dim: int | None = None, dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if feature_depth is not None and not 1 <= feature_depth <= depth:
-            raise ValueError(f"semantic_depth must lie in [1, {depth}] (the decoder depth), got {feature_depth}")
+        _check_feature_depth(feature_depth, depth)
         self.grid_size = math.isqrt(grid_tokens)
         self.feature_depth = feature_depth
         scale = width**-0.5
@@ -185,11 +201,8 @@ class QueryDecoder(nn.Module):
         context_pos = self.latent_pos_embed[:, : tokens.shape[1]]
         b, width = memory.shape[0], memory.shape[2]
         x = memory[:, :1].expand(b, self.pos_embed.shape[1], width)
-        hidden = None
-        for i, block in enumerate(self.blocks, start=1):
-            x = block(x, memory, pos=self.pos_embed, context_pos=context_pos)
-            if return_hidden and i == self.feature_depth:
-                hidden = x
+        x, hidden = _run_blocks(self.blocks, x, self.feature_depth if return_hidden else None,
+                                memory, pos=self.pos_embed, context_pos=context_pos)
         x = self.norm_out(x).transpose(1, 2).unflatten(2, (self.grid_size, self.grid_size))
         return self.conv_out(x), hidden
 
@@ -227,8 +240,7 @@ class GridDecoder(nn.Module):
         feature_depth: int | None = None, semantic_dim: int | None = None, dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if feature_depth is not None and not 1 <= feature_depth <= depth:
-            raise ValueError(f"semantic_depth must lie in [1, {depth}] (the decoder depth), got {feature_depth}")
+        _check_feature_depth(feature_depth, depth)
         self.grid_size = math.isqrt(grid_tokens)
         self.feature_depth = feature_depth
         self.norm_in = nn.LayerNorm(in_dim, eps=_LN_EPS)
@@ -244,10 +256,6 @@ class GridDecoder(nn.Module):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         _check_grid(tokens, self.pos_embed.shape[1], "the GigaTok 2D ViT decoder")
         x = self.embed(self.norm_in(tokens)) + self.pos_embed
-        hidden = None
-        for i, block in enumerate(self.blocks, start=1):
-            x = block(x)
-            if return_hidden and i == self.feature_depth:
-                hidden = x
+        x, hidden = _run_blocks(self.blocks, x, self.feature_depth if return_hidden else None)
         x = self.norm_out(x).transpose(1, 2).unflatten(2, (self.grid_size, self.grid_size))
         return self.conv_out(x), hidden
