@@ -448,6 +448,12 @@ def test_channels_last_group_norm_is_about_as_accurate_as_channels_first():
     style = torch.randn(2, 8, 3, 3, generator=g)
     torch.testing.assert_close(n(x.contiguous(memory_format=torch.channels_last), style), n(x, style),
                                atol=2e-5, rtol=0)
+    # with autograd the statistics kernel has no gradient: the norm falls back to PyTorch's, the function refuses
+    leaf = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    n(leaf, style).sum().backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+    with pytest.raises(RuntimeError, match="no gradient"):
+        group_norm_channels_last(leaf, 16)
 
 
 def test_depth_to_space_orders():

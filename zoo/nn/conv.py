@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.nn.mlp import make_activation
-from zoo.nn.norms import EmbeddingAdaLayerNorm
+from zoo.nn.norms import EmbeddingAdaLayerNorm, is_channels_last
 
 
 def _conv(dims: int) -> type[nn.Module]:
@@ -163,7 +163,7 @@ def depth_to_space(x: torch.Tensor, block_size: int = 2, order: str = "dcr") -> 
         return F.pixel_shuffle(x, r)
     if order != "dcr":
         raise ValueError(f"order must be 'dcr' or 'crd', got {order!r}")
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         # stay channels-last: one copy in NHWC order instead of an NCHW result and a conversion back
         y = x.permute(0, 2, 3, 1).view(b, h, w, r, r, c).permute(0, 1, 3, 2, 4, 5)
         return y.reshape(b, h * r, w * r, c).permute(0, 3, 1, 2)

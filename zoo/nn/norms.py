@@ -55,6 +55,17 @@ class RMSNorm(nn.Module):
         return f"{self.dim}, eps={self.eps}, affine={self.weight is not None}"
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """A 4D tensor laid out channels-last (and not also channels-first, as `[B, C, 1, 1]` or `[B, 1, H, W]` are)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def use_channels_last_group_norm(x: torch.Tensor) -> bool:
+    """Whether a GroupNorm of `x` should go through `group_norm_channels_last`: channels-last input outside autograd
+    (the statistics kernel it uses has no gradient; with autograd on, PyTorch's own kernel runs as before)."""
+    return is_channels_last(x) and not torch.is_grad_enabled()
+
+
 def _channel_moments_channels_last(x: torch.Tensor, pixels_per_chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and (biased) variance `[B, C]` in float64 of a channels-last `[B, C, H, W]`.
 
@@ -95,6 +106,9 @@ def group_norm_channels_last(
     exactly (`var_g = mean(var_c) + var(mean_c)`), and the result is one fused `x * a + b` pass, the form the
     channels-first kernel also uses. `weight`/`bias` are `[C]` or per sample `[B, C]`. Returns channels-last.
     """
+    if torch.is_grad_enabled() and x.requires_grad:
+        raise RuntimeError("group_norm_channels_last has no gradient (its statistics kernel has none): call it under "
+                           "torch.no_grad() / inference_mode, or use F.group_norm when training")
     b, c = x.shape[:2]
     mean_c, var_c = _channel_moments_channels_last(x)
     mean_c, var_c = mean_c.view(b, num_groups, -1), var_c.view(b, num_groups, -1)
@@ -152,7 +166,7 @@ class AdaptiveGroupNorm(nn.Module):
         std = torch.sqrt(flat.var(-1, unbiased=self.unbiased) + self.eps)
         mean = flat.mean(-1)
         shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if use_channels_last_group_norm(x):
             return group_norm_channels_last(x, self.norm.num_groups, self.gamma(std), self.beta(mean), self.eps)
         return self.gamma(std).view(shape) * self.norm(x) + self.beta(mean).view(shape)
 

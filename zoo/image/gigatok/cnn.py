@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.nn import AdaptiveGroupNorm, DepthToSpaceUpsample, Downsample, ResnetBlock, Upsample
-from zoo.nn.norms import group_norm_channels_last
+from zoo.nn.norms import group_norm_channels_last, use_channels_last_group_norm
 
 __all__ = ["CNNEncoder", "CNNDecoder"]
 
@@ -31,7 +31,7 @@ def _to_fast_layout(x: torch.Tensor) -> torch.Tensor:
 
 
 def _norm(x: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if use_channels_last_group_norm(x):
         return group_norm_channels_last(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
     return norm(x)
 
