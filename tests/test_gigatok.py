@@ -233,7 +233,7 @@ def test_converter_drops_the_distillation_mlp_only_when_unused():
 
 
 # -- tiny variants -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,layout", [("gigatok-tiny", (256,)), ("gigatok-tiny-2d", (16, 16))])
+@pytest.mark.parametrize("name,layout", [("gigatok-tiny-1d", (256,)), ("gigatok-tiny", (16, 16))])
 def test_tiny_variants_tokens_and_features(name, layout):
     torch.manual_seed(0)
     tok = zoo.load(name, weights=None)

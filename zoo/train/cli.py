@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train a tokenizer from a recipe YAML (run under `accelerate launch` for several devices).",
         epilog=_EPILOG,
     )
-    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/gigatok/tiny.yaml")
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/gigatok/tiny-1d.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     parser.add_argument(

@@ -1,7 +1,7 @@
 """The training engine: one `Trainer` on Accelerate for every family.
 
     from zoo.train import Trainer
-    Trainer("recipes/gigatok/tiny.yaml", ["max_steps=100"]).fit()
+    Trainer("recipes/gigatok/tiny-1d.yaml", ["max_steps=100"]).fit()
 
 What a run does, in order: build the model (`zoo.load`), the objective (by name), datasets, optimisers and
 schedulers; `accelerator.prepare` them all in one call (generator first, then the discriminator when the objective

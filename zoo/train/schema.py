@@ -4,7 +4,7 @@ A recipe YAML is merged over `Recipe` (unknown keys and wrong types are errors),
 from the command line are merged on top. Models, datasets and objectives are named by registry name; their own
 keyword arguments live in open `kwargs` mappings that the named constructor checks.
 
-    cfg = load_recipe("recipes/gigatok/tiny.yaml", ["max_steps=200", "train.batch_size=4"])
+    cfg = load_recipe("recipes/gigatok/tiny-1d.yaml", ["max_steps=200", "train.batch_size=4"])
 """
 
 from __future__ import annotations
