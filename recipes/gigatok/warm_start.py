@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     probe = torch.rand(2, 3, source.image_size, source.image_size)
     with torch.inference_mode():
-        same = torch.equal(source.encode(probe).ids, target.encode(probe).ids)
-        if same:
-            gap = (source.decode(source.encode(probe)) - target.decode(target.encode(probe))).abs().max().item()
+        source_tokens, target_tokens = source.encode(probe), target.encode(probe)
+        if torch.equal(source_tokens.ids, target_tokens.ids):
+            gap = (source.decode(source_tokens) - target.decode(target_tokens)).abs().max().item()
             print(f"grown model reproduces the source: ids equal, images within {gap:.1e}")
         else:
             print("the target's ids differ from the source's (a changed shape or layout): training starts from the "
