@@ -15,7 +15,8 @@ from toys import ToyTable
 
 import zoo
 from zoo.api import AudioTokenizer, ImageTokenizer
-from zoo.cli import DOCS_BEGIN, DOCS_END, main, render_docs
+from zoo.cli import main
+from zoo.docs import DOCS_BEGIN, DOCS_END, render_docs
 from zoo.io import read_audio, read_image, write_audio, write_image
 from zoo.registry import register_family, register_model, unregister_model
 
@@ -194,13 +195,13 @@ def test_info_shows_weights_entries(capsys, tmp_path):
     name = "clitoy-image-weighted"
     register_model(name, "clitoy-image", {}, weights={
         "ours": {"path": str(tmp_path / "w.safetensors"), "sha256": "ab" * 32, "license": "MIT",
-                 "recipe": "recipes/x.yaml", "command": "zoo train x", "metrics": {"psnr": 21.5}},
+                 "recipe": "recipes/x.yaml", "docs": "docs/x.md#how", "metrics": {"psnr": 21.5}},
     })
     try:
         assert main(["info", name]) == 0
         out = capsys.readouterr().out
         for needle in ("ours (default)", "license: MIT", "sha256: " + "ab" * 32, "metric psnr: 21.5",
-                       "available offline: no", "command: zoo train x"):
+                       "available offline: no", "docs: docs/x.md#how"):
             assert needle in out, needle
         # default weights are missing on disk: a clear one-line error, no traceback
         code = main(["encode", str(_png(tmp_path / "a.png")), str(tmp_path / "t.safetensors"), "-m", name])

@@ -4,22 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import fixture_path, needs_official_fixture
 
 import zoo
-from zoo.convert.flextok import OfficialWiringError, convert_flextok, interpret, read_official_config
+from zoo.convert.flextok import OfficialWiringError, interpret, read_official_config
 from zoo.image.flextok import FlexTok
 from zoo.image.flextok.sampling import apg
 
-SHARED = Path(os.environ.get("ZOO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-FIXTURE = SHARED / "fixtures" / "flextok"
-needs_fixture = pytest.mark.skipif(
-    not (FIXTURE / "io.safetensors").exists(), reason=f"FlexTok fixture not found at {FIXTURE} (set ZOO_SHARED)"
-)
+FIXTURE = fixture_path("flextok")
+needs_fixture = needs_official_fixture("flextok", "io.safetensors")
 RUNS = ("k16_apg", "k4_apg", "k16_cfg", "k4_cfg", "mixed11_2_apg", "k16_noguid")
 
 
@@ -141,8 +137,8 @@ def test_unknown_wiring_and_tensors_are_refused_with_a_list(tmp_path):
     del state["encoder.module_dict.enc_register_module.registers"]
     save_file(state, str(tmp_path / "model.safetensors"))
     with pytest.raises(OfficialWiringError) as err:
-        convert_flextok(tmp_path / "model.safetensors", config=FIXTURE / "config.json",
-                        vae=FIXTURE / "flextok_vae_tiny")
+        zoo.from_official("flextok", tmp_path / "model.safetensors", config=FIXTURE / "config.json",
+                          vae=FIXTURE / "flextok_vae_tiny")
     assert "dec_extra.weight" in str(err.value) and "enc_register_module.registers" in str(err.value)
 
 

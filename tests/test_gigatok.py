@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import fixture_path, official_fixture
 
 import zoo
 from zoo.api import ForwardOutput
-from zoo.convert.gigatok import convert_gigatok
 
-SHARED = Path(os.environ.get("ZOO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-FIXTURE = SHARED / "fixtures" / "gigatok"
+FIXTURE = fixture_path("gigatok")
 
 
 def _small(layout: str = "1d", **over) -> zoo.Tokenizer:
@@ -102,9 +99,8 @@ def _official_config(model, **init_args) -> dict:
 # -- official fixture ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fixture():
-    files = [FIXTURE / n for n in ("VQ_fixture256.pt", "VQ_fixture256.yaml", "io.safetensors")]
-    if not all(f.exists() for f in files):
-        pytest.skip(f"GigaTok fixture not found under {FIXTURE} (set ZOO_SHARED to the shared/ folder)")
+    names = ("VQ_fixture256.pt", "VQ_fixture256.yaml", "io.safetensors")
+    files = [official_fixture("gigatok", *names) / n for n in names]
     from safetensors.torch import load_file
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -178,7 +174,7 @@ def test_fixture_checkpoint_container_and_unknown_keys(fixture, tmp_path):
         assert torch.equal(a, b), k
     bad = dict(state, **{"s1to2decoder.mystery.weight": torch.zeros(2)})
     with pytest.raises(ValueError, match="does not know.*mystery"):
-        convert_gigatok(bad, FIXTURE / "VQ_fixture256.yaml")
+        zoo.from_official("gigatok", bad, FIXTURE / "VQ_fixture256.yaml")
 
 
 # -- converter without the fixture -----------------------------------------------------------------------------
@@ -189,7 +185,7 @@ def test_converter_round_trip(layout):
     for config in (_official_config(model), None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # config=None: head count assumed from the width
-            back = convert_gigatok(official, config)
+            back = zoo.from_official("gigatok", official, config)
         if config is None:  # shapes alone cannot give the head count: width // 64 (one head here)
             assert back.config["encoder_heads"] == 1
             continue
@@ -208,16 +204,16 @@ def test_converter_refuses_unknown_keys_and_unsupported_options():
     official = _to_official(model)
     config = _official_config(model)
     with pytest.raises(ValueError, match="does not know"):
-        convert_gigatok(dict(official, **{"prior_model.head.weight": torch.zeros(3)}), config)
+        zoo.from_official("gigatok", dict(official, **{"prior_model.head.weight": torch.zeros(3)}), config)
     with pytest.raises(ValueError, match="use_rope=True"):
-        convert_gigatok(official, _official_config(model, use_rope=True))
+        zoo.from_official("gigatok", official, _official_config(model, use_rope=True))
     with pytest.raises(ValueError, match="unknown GigaTok config options"):
-        convert_gigatok(official, _official_config(model, flux_capacitor=1))
+        zoo.from_official("gigatok", official, _official_config(model, flux_capacitor=1))
     with pytest.raises(ValueError, match="does not match the checkpoint"):
-        convert_gigatok(official, _official_config(model, codebook_size=128))
+        zoo.from_official("gigatok", official, _official_config(model, codebook_size=128))
     missing = {k: v for k, v in official.items() if not k.startswith("s1to2decoder.ln_post")}
     with pytest.raises(ValueError, match="ln_post"):
-        convert_gigatok(missing, config)
+        zoo.from_official("gigatok", missing, config)
 
 
 def test_converter_drops_the_distillation_mlp_only_when_unused():
@@ -226,7 +222,7 @@ def test_converter_drops_the_distillation_mlp_only_when_unused():
     config = _official_config(model)
     del config["model"]["init_args"]["distill_depth"]  # as the official loader: distill_mlp keys are unexpected
     with pytest.warns(UserWarning, match="semantic-distillation"):
-        tok = convert_gigatok(official, config)
+        tok = zoo.from_official("gigatok", official, config)
     assert tok.semantic_head is None and tok.config["semantic_depth"] is None
     with pytest.raises(ValueError, match="no semantic head|no feature hook"):
         tok.decoder_features(tok.encode(model.example_input(1)))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import official_fixture
 
 from zoo.nn import (
     DIT_CHUNK_ORDER,
@@ -44,11 +43,6 @@ from zoo.nn import (
 )
 
 FLEXTOK_CHUNK_ORDER = ("gate_msa", "gate_mlp", "shift_msa", "scale_msa", "shift_mlp", "scale_mlp")
-
-
-def _shared() -> Path:
-    env = os.environ.get("ZOO_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
 
 
 @pytest.fixture(autouse=True)
@@ -512,9 +506,7 @@ def test_convnext_block_with_adaptive_norm():
 
 
 def test_flextok_fixture_posemb_and_timestep_embedder():
-    root = _shared() / "fixtures" / "flextok"
-    if not (root / "model.safetensors").exists():
-        pytest.skip(f"FlexTok fixture not found under {root} (set ZOO_SHARED)")
+    root = official_fixture("flextok", "model.safetensors", "io.safetensors")
     from safetensors.torch import load_file
 
     sd = load_file(str(root / "model.safetensors"))

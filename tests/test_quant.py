@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import official_fixture
 
 from zoo.quant import (
     FSQ,
@@ -31,12 +31,7 @@ torch.set_num_threads(1)
 
 
 def _fixture(family: str, name: str) -> Path:
-    env = os.environ.get("ZOO_SHARED")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
-    path = root / "fixtures" / family / name
-    if not path.exists():
-        pytest.skip(f"official {family} fixture {path} is absent (set ZOO_SHARED to the shared folder to run it)")
-    return path
+    return official_fixture(family, name) / name
 
 
 @functools.cache
@@ -659,3 +654,33 @@ def test_every_quantizer_is_a_quantizer():
     for q in [VectorQuantizer(8, 2), FSQ([3, 3]), ResidualVQ(8, 2, 2), DualCodebookVQ(8, 1, 1)]:
         assert isinstance(q, Quantizer)
         assert q.embeddings().shape[-2:] == (q.codebook_size, q.dim)
+
+
+# -- assign: the one side-effect-free way from latents to ids -------------------------------------------------------
+def _quantizers():
+    torch.manual_seed(0)
+    return {
+        "vq-euclidean": VectorQuantizer(64, 8),
+        "vq-cosine": VectorQuantizer(64, 8, metric="cosine", rotation_trick=True, entropy_loss=True),
+        "vq-ema-kmeans-restart": VectorQuantizer(64, 8, ema=True, kmeans_init=True, dead_code_threshold=5.0),
+        "fsq": FSQ([8, 5, 5], drop_quant_p=1.0),
+        "rvq": ResidualVQ(64, 8, 3, ema=True, dead_code_threshold=5.0),
+        "dual": DualCodebookVQ(64, 6, 2, pixel_weight=0.5, entropy_loss=True),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_quantizers()))
+def test_assign_equals_forward_ids_and_changes_nothing_in_train_mode(kind):
+    q = _quantizers()[kind].train()
+    z = torch.randn(4, 10, q.dim)
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    ids = q.assign(z)
+    assert ids.dtype == torch.long
+    assert ids.shape == ((4, 10, 3) if kind == "rvq" else (4, 10))
+    assert all(torch.equal(before[k], v) for k, v in q.state_dict().items()), "assign changed the quantiser state"
+    assert not ids.requires_grad
+    q.eval()
+    with torch.no_grad():
+        assert torch.equal(q(z).ids, ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(q.assign(z.bfloat16().float()), q.assign(z.bfloat16().float()))

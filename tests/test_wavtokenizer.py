@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import fixture_path, needs_official_fixture, official_fixture
 
 import zoo
 from zoo.api import ForwardOutput
 from zoo.audio.wavtokenizer import WavTokenizer
 
 
-def _shared() -> Path:
-    return Path(os.environ.get("ZOO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-
-
-FIXTURE = _shared() / "fixtures" / "wavtokenizer"
+FIXTURE = fixture_path("wavtokenizer")
 CKPT, YAML, IO = FIXTURE / "wavtokenizer_fixture.ckpt", FIXTURE / "config.yaml", FIXTURE / "io.safetensors"
-needs_fixture = pytest.mark.skipif(not CKPT.exists(), reason=f"WavTokenizer fixture not found at {FIXTURE}")
+needs_fixture = needs_official_fixture("wavtokenizer", CKPT.name)
 
 TINY = {"n_filters": 4, "latent_dim": 16, "codebook_size": 64, "dim": 32, "intermediate_dim": 48, "num_layers": 2}
 
@@ -47,8 +43,7 @@ def tiny() -> WavTokenizer:
 
 @pytest.fixture(scope="module")
 def official() -> WavTokenizer:
-    if not CKPT.exists():
-        pytest.skip(f"WavTokenizer fixture not found at {FIXTURE}")
+    official_fixture("wavtokenizer", CKPT.name)
     return zoo.from_official("wavtokenizer", CKPT, config=YAML)
 
 

@@ -1,7 +1,7 @@
 """Weight sources: a bundled file in the package, a local path, or a hub repo+file (only when online).
 
-Each `WeightsEntry` records where a file comes from, its sha256, licence, the recipe and command that made it
-(for ours) and the metrics it reached. Our own files are safetensors only; official pickled checkpoints are read
+Each `WeightsEntry` records where a file comes from, its sha256, licence, the recipe that made it and the docs section
+with the exact commands (for ours) and the metrics it reached. Our own files are safetensors only; official pickled checkpoints are read
 with `torch.load(weights_only=True)` by the converters.
 """
 
@@ -92,7 +92,7 @@ class Source:
 
     def _verified(self, path: Path) -> Path:
         if self.sha256:
-            actual = sha256_file(path)
+            actual = cached_sha256(path)
             if actual != self.sha256:
                 raise ValueError(
                     f"sha256 mismatch for {path}: expected {self.sha256}, got {actual}; the file is corrupt or a "
@@ -111,11 +111,11 @@ class WeightsEntry:
     official_config: Source | None = None  # companion config the official converter needs
     license: str | None = None
     recipe: str | None = None  # our recipe YAML that made it
-    command: str | None = None  # the exact command that made it
+    docs: str | None = None  # the docs section with how it was made (exact commands, history), e.g. "docs/x.md#..."
     metrics: dict[str, Any] = field(default_factory=dict)
-    notes: str | None = None
+    notes: str | None = None  # facts about the file itself (where to get it, its precision); never its history
 
-    _KEYS = ("format", "file", "path", "hub", "sha256", "official_config", "license", "recipe", "command", "metrics",
+    _KEYS = ("format", "file", "path", "hub", "sha256", "official_config", "license", "recipe", "docs", "metrics",
              "notes")
 
     @classmethod
@@ -133,7 +133,7 @@ class WeightsEntry:
             official_config=Source.from_dict(data.get("official_config")),
             license=data.get("license"),
             recipe=data.get("recipe"),
-            command=data.get("command"),
+            docs=data.get("docs"),
             metrics=dict(data.get("metrics") or {}),
             notes=data.get("notes"),
         )
@@ -141,6 +141,58 @@ class WeightsEntry:
     @property
     def bundled(self) -> bool:
         return bool(self.source.file) and (BUNDLED_DIR / self.source.file).exists()
+
+
+_SHA_CACHE: dict[str, tuple[int, int, str]] = {}  # resolved path -> (size, mtime_ns, sha256), this process
+_SHA_CACHE_FILE = "sha256-cache.json"  # the same, across processes, under zoo_home()
+
+
+def _sha_cache_path() -> Path:
+    return zoo_home() / _SHA_CACHE_FILE
+
+
+def _read_sha_cache() -> dict[str, list]:
+    import json
+
+    try:
+        data = json.loads(_sha_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_sha_cache(key: str, entry: tuple[int, int, str]) -> None:
+    """Best effort (a read-only home only means hashing again next time); written atomically."""
+    import json
+
+    data = _read_sha_cache()
+    data[key] = list(entry)
+    path = _sha_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def cached_sha256(path: str | Path) -> str:
+    """`sha256_file`, computed once per file: remembered by resolved path, size and mtime (in this process and in
+    `$ZOO_HOME/sha256-cache.json`), so a changed or replaced file is hashed again."""
+    resolved = str(Path(path).resolve())
+    stat = os.stat(resolved)
+    key = (stat.st_size, stat.st_mtime_ns)
+    for cache in (_SHA_CACHE, _read_sha_cache()):
+        hit = cache.get(resolved)
+        if hit is not None and (int(hit[0]), int(hit[1])) == key:
+            _SHA_CACHE[resolved] = (key[0], key[1], str(hit[2]))
+            return str(hit[2])
+    digest = sha256_file(resolved)
+    entry = (key[0], key[1], digest)
+    _SHA_CACHE[resolved] = entry
+    _write_sha_cache(resolved, entry)
+    return digest
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,2 +1,1 @@
-"""audio tokenizer families; importing this package registers them."""
-from zoo.audio import wavtokenizer  # noqa: F401,E402
+"""Audio tokenizer families: each module registers itself (`@register_family`); zoo discovers them."""

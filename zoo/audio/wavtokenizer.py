@@ -19,7 +19,6 @@ from zoo.api import AudioTokenizer, Codebook, ForwardOutput, Tokens
 from zoo.audio.seanet import SEANetEncoder
 from zoo.audio.vocos import ISTFTHead, VocosBackbone
 from zoo.quant import VectorQuantizer
-from zoo.quant.kmeans import nearest_code
 from zoo.registry import register_family
 
 __all__ = ["WavTokenizer"]
@@ -100,11 +99,6 @@ class WavTokenizer(AudioTokenizer):
     def codebooks(self) -> list[Codebook]:
         return [Codebook(self.quantizer, "codebook")]
 
-    @staticmethod
-    def quantizer_state_names() -> dict[str, str]:
-        """Official `_codebook.<name>` buffers -> our state-dict keys (for `zoo.convert.wavtokenizer`)."""
-        return {name: f"quantizer.{name}" for name in ("embed", "embed_avg", "cluster_size", "inited")}
-
     # ------------------------------------------------------------------ helpers
 
     def _bandwidth(self, bandwidth_id: int | torch.Tensor, batch: int) -> torch.Tensor:
@@ -162,16 +156,11 @@ class WavTokenizer(AudioTokenizer):
         wav = wav.to(device=self.device, dtype=self.head.out.weight.dtype)
         z, frames = self._encode_latents(wav, lengths)
         mask = self._frame_mask(frames, z.shape[1], z.device)
-        ids = self._nearest(z)
+        ids = self.quantizer.assign(z)
         if mask is not None:
             ids = ids.masked_fill(~mask, 0)
         meta = {"sample_rate": self.sample_rate, "num_samples": lengths.to(ids.device)}
         return Tokens(ids, lengths=frames, layout=(ids.shape[1],), meta=meta)
-
-    def _nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Inference-time assignment (chunked, fp32): no k-means, EMA or statistics, also in train mode."""
-        flat = z.reshape(-1, z.shape[-1]).float()
-        return nearest_code(flat, self.quantizer.embeddings(), form="encodec").reshape(z.shape[:-1])
 
     def decode(self, tokens: Tokens, bandwidth_id: int | torch.Tensor = 0,
                sample_rate: int | None = None) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""Official checkpoint -> zoo converters, one module per family; importing registers them."""
-from zoo.convert import flextok  # noqa: F401,E402
-from zoo.convert import wavtokenizer  # noqa: F401,E402
-from zoo.convert import gigatok  # noqa: F401,E402
+"""Official checkpoint -> zoo converters: `zoo/convert/<family>.py`, each a `Converter` registered with
+`@register_converter(family)` and imported only when that family's official files are read."""
+from zoo.convert.base import Converter, OfficialCheckpoint
+from zoo.convert.keymap import KeyMap, Rule
+
+__all__ = ["Converter", "KeyMap", "OfficialCheckpoint", "Rule"]

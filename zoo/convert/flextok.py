@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
+from zoo.convert.base import Converter, OfficialCheckpoint
 from zoo.registry import register_converter
 
-__all__ = ["OfficialWiringError", "convert_flextok", "interpret", "read_official_config"]
+__all__ = ["FlexTokConverter", "OfficialWiringError", "interpret", "read_official_config"]
 
 _P = "flextok.model."
 _TARGETS = {
@@ -288,179 +289,246 @@ def _handle_transformer(where: str, prog: _Program, args: dict, side: str, offic
     _transformer_keys(prog, official, f"{prefix}", depth, args, adaln)
 
 
-def _interpret_module(where: str, official: str, kind: str, args: dict, side: str, prog: _Program) -> None:
-    """One entry of an encoder/decoder `module_dict`."""
-    prefix = "encoder" if side == "enc" else "decoder"
-    if kind == "per_sample_op":
-        op = _KIND.get(_target(args.get("per_sample_op")))
-        if op == "cf_to_cl":
-            src = prog.read(where, args.get("read_key"), "latents", "noised")
-            prog.write(args.get("write_key"), f"{src}_cl")
-        elif op == "cl_to_cf":
-            prog.read(where, args.get("read_key"), "velocity_cl")
-            prog.write(args.get("write_key"), "velocity")
-        else:
-            prog.problems.append(f"{where}: per_sample_op {_target(args.get('per_sample_op'))} is not supported")
-    elif kind == "patch_emb":
-        want = "latents_cl" if side == "enc" else "noised_cl"
-        prog.read(where, args.get("input_tensor_list_read_key"), want)
-        prog.set(where, "patch_size", _square(where, prog, args.get("patch_sizes"), "patch_sizes"))
-        prog.set(where, "_channels", args.get("channels_in"))
-        if args.get("dim") is None:
-            prog.problems.append(f"{where}: PatchEmbedder without a projection (dim=None) is not supported")
-        prog.write(args.get("patches_list_write_key"), f"{side}_patches")
-        for p in ("weight", "bias"):
-            prog.keymap.append((f"{official}.patch_proj.{p}", f"{prefix}.patch_embed.{p}", None))
-    elif kind == "posemb":
-        src = prog.read(where, args.get("read_key"), f"{side}_patches", "dec_regs")
-        if args.get("write_key") != args.get("read_key"):
-            prog.problems.append(f"{where}: a posemb written to another key than it reads is not supported")
-        kind_ = args.get("posemb_type", "sincos")
-        if src == "dec_regs":
-            if prog.kwargs.get("_dec_regs_state") != "projected":
-                prog.problems.append(f"{where}: the register posemb must come right after the code projection")
-            if kind_ != "learnable_sum" or len(args.get("max_sizes", [])) != 1:
-                prog.problems.append(f"{where}: register posemb {kind_} {args.get('max_sizes')} is not supported "
-                                     "(learnable_sum over 1 dim)")
-            prog.set(where, "register_posemb", "learnable")
-            prog.kwargs["_dec_regs_state"] = "posemb"
-            prog.keymap.append((f"{official}.posembs", "decoder.register_pos_embed",
-                                lambda t: t[0, 0].t()))
-        else:
-            size = _square(where, prog, args.get("max_sizes"), "max_sizes")
-            prog.set(where, "_posemb_size", size)
-            if args.get("posemb_scaling", "absolute") != "absolute":
-                prog.problems.append(f"{where}: posemb_scaling={args.get('posemb_scaling')!r} is not supported")
-            if kind_ not in ("sincos", "learnable_sum", "learnable_prod"):
-                prog.problems.append(f"{where}: posemb_type={kind_!r} is not supported")
-            prog.set(where, f"{prefix}_posemb", kind_)
-            if kind_ == "sincos":
-                prog.checks.append((f"{official}.posembs", f"{prefix}.pos_embed.table"))
-            else:
-                prog.keymap.append((f"{official}.posembs", f"{prefix}.pos_embed.weight",
-                                    lambda t: t[:, 0].transpose(1, 2)))
-            prog.kinds[args.get("read_key")] = f"{side}_patches"
-    elif kind == "registers":
-        prog.read(where, args.get("input_tensor_list_read_key"), "enc_patches")
-        prog.want(where, args, "ordering_mode", "nested", "nested")
-        prog.want(where, args, "extra_registers_write_key", None)
-        n_max = int(args.get("n_max", 0))
-        if args.get("n_eval") not in (None, n_max):
-            prog.problems.append(f"{where}: n_eval={args.get('n_eval')} != n_max={n_max} is not supported")
-        prog.set(where, "num_registers", n_max)
-        prog.write(args.get("registers_write_key"), "enc_registers")
-        prog.keymap.append((f"{official}.registers", "encoder.registers", None))
-    elif kind == "packer":
-        inputs = args.get("input_list_read_keys") or []
-        want = ["enc_patches", "enc_registers"] if side == "enc" else ["dec_patches", "dec_regs"]
-        got = [prog.kinds.get(k) for k in inputs]
-        if got != want:
-            prog.problems.append(f"{where}: packs {inputs} holding {got}; expected [{', '.join(want)}] in this order")
-        if side == "dec" and prog.kwargs.get("_dec_regs_state") not in ("dropout", "nullcond", "posemb"):
-            prog.problems.append(f"{where}: decoder registers are packed before nested dropout / null condition")
-        mode = args.get("mask_mode", "full")
-        if side == "enc":
-            if mode not in ("causal_last", "causal", "full"):
-                prog.problems.append(f"{where}: mask_mode={mode!r} is not supported")
-            prog.set(where, "encoder_mask", mode)
-        elif mode != "full":
-            prog.problems.append(f"{where}: decoder mask_mode={mode!r} is not supported (full)")
-        prog.write(args.get("packed_seq_write_key"), f"{side}_packed")
-        prog.kwargs[f"_{side}_mask_key"] = args.get("block_mask_write_key")
-        prog.write(args.get("block_mask_write_key"), f"{side}_mask")
-        prog.write(args.get("inner_packed_shapes_write_key"), f"{side}_ps_inner")
-        prog.write(args.get("outer_packed_shapes_write_key"), f"{side}_ps_outer")
-        if args.get("emb_packing_fn_write_key") is not None:
-            subseq = bool(args.get("per_subseq_embs", False))
-            prog.write(args["emb_packing_fn_write_key"], "packing_fn_subseq" if subseq else "packing_fn")
-    elif kind == "transformer":
-        _handle_transformer(where, prog, args, side, official)
-    elif kind == "unpacker":
-        prog.read(where, args.get("packed_seq_read_key"), f"{side}_packed_out")
-        prog.read(where, args.get("inner_packed_shapes_read_key"), f"{side}_ps_inner")
-        prog.read(where, args.get("outer_packed_shapes_read_key"), f"{side}_ps_outer")
-        keys = args.get("inner_seq_write_keys") or []
-        if len(keys) != 2:
-            prog.problems.append(f"{where}: expected two unpacked sequences (patches, registers), got {keys}")
-        else:
-            prog.write(keys[0], f"{side}_patches_out")
-            prog.write(keys[1], f"{side}_registers_out")
-    elif kind == "linear_head":
-        if side != "enc":
-            prog.problems.append(f"{where}: a LinearHead in the decoder is not supported")
-        prog.read(where, args.get("read_key"), "enc_registers_out")
-        prog.want(where, args, "use_mup_readout", False, False)
-        prog.want(where, args, "norm_layer", None)
-        prog.want(where, args, "adaLN_emb_read_key", None)
-        prog.want(where, args, "proj_bias", True, True)
-        prog.set(where, "_code_dim", args.get("dim_out"))
-        prog.write(args.get("write_key"), "enc_latents")
-        for p in ("weight", "bias"):
-            prog.keymap.append((f"{official}.proj.{p}", f"encoder.to_latents.{p}", None))
-    elif kind == "linear":
-        prog.read(where, args.get("read_key"), "quants")
-        prog.want(where, args, "proj_bias", True, True)
-        prog.set(where, "_code_dim", args.get("dim_in"))
-        prog.write(args.get("write_key"), "dec_regs")
-        prog.kwargs["_dec_regs_state"] = "projected"
-        for p in ("weight", "bias"):
-            prog.keymap.append((f"{official}.proj.{p}", f"decoder.from_latents.{p}", None))
-    elif kind == "nested_dropout":
-        prog.read(where, args.get("read_write_key"), "dec_regs")
-        if prog.kwargs.get("_dec_regs_state") not in ("projected", "posemb"):
-            prog.problems.append(f"{where}: nested dropout must follow the projection / register posemb")
-        prog.kwargs["_dec_regs_state"] = "dropout"
-        mode = args.get("size_sampling_mode", "uniform")
-        if mode not in ("uniform", "pow2", "uniform_pow2"):
-            prog.problems.append(f"{where}: size_sampling_mode={mode!r} is not supported")
-        prog.set(where, "nested_dropout", mode)
-        prog.keymap.append((f"{official}.dropout_mask_token", "decoder.mask_token", None))
-    elif kind in ("learned_null", "zero_null"):
-        prog.read(where, args.get("read_write_key"), "dec_regs")
-        if prog.kwargs.get("_dec_regs_state") != "dropout":
-            prog.problems.append(f"{where}: the null condition must come right after nested dropout")
-        prog.kwargs["_dec_regs_state"] = "nullcond"
-        # the sampler's unconditional pass sets this hard-coded key
-        prog.want(where, args, "eval_drop_flag_read_key", "eval_dropout_mask", "eval_dropout_mask")
-        prog.want(where, args, "replace_with_single_token", False, False)
-        prog.set(where, "null_cond", "learned" if kind == "learned_null" else "zero")
-        prog.set(where, "cond_dropout", float(args.get("dropout_prob", 0.0)))
-        if kind == "learned_null":
-            prog.keymap.append((f"{official}.nullcond", "decoder.null_cond", None))
-    elif kind == "time":
-        prog.read(where, args.get("timesteps_read_key"), "timesteps")
-        prog.want(where, args, "temb_as_tokens", False, False)
-        prog.set(where, "freq_dim", int(args.get("frequency_embedding_size", 256)))
-        prog.set(where, "max_timestep", float(args.get("max_timestep", 1000.0)))
-        prog.write(args.get("time_embedding_write_key"), "temb")
-        for p in ("0.weight", "0.bias", "2.weight", "2.bias"):
-            prog.keymap.append((f"{official}.mlp.{p}", f"decoder.time_embed.mlp.{p}", None))
-    elif kind == "patch_head":
-        if side != "dec":
-            prog.problems.append(f"{where}: ToPatchesLinearHead in the encoder is not supported")
-        prog.read(where, args.get("read_key"), "dec_patches_out")
-        prog.want(where, args, "use_mup_readout", False, False)
-        prog.want(where, args, "norm_layer", None)
-        prog.want(where, args, "adaLN_packing_fn_read_key", None)
-        prog.want(where, args, "adaLN_bias", True, True)
-        prog.want(where, args, "proj_bias", True, True)
-        prog.set(where, "patch_size", _square(where, prog, args.get("patch_sizes"), "patch_sizes"))
-        prog.set(where, "_channels", args.get("channels_out"))
-        adaln = args.get("adaLN_emb_read_key") is not None
-        if adaln:
-            prog.read(where, args["adaLN_emb_read_key"], "temb")
-        prog.set(where, "head_adaln", adaln)
-        prog.write(args.get("write_key"), "velocity_cl")
-        head = "decoder.head" if adaln else "decoder.head.1"
-        names = ["proj.weight", "proj.bias"] if adaln else ["weight", "bias"]
-        for o, z in zip(["proj.weight", "proj.bias"], names):
-            prog.keymap.append((f"{official}.{o}", f"{head}.{z}", None))
-        if adaln:
-            for p in ("weight", "bias"):
-                prog.keymap.append((f"{official}.adaLN_modulation.1.{p}", f"decoder.head.adaLN_modulation.1.{p}",
-                                    None))
+@dataclass
+class _Module:
+    """One `module_dict` entry being interpreted: where it is, its official key prefix and arguments."""
+
+    where: str
+    official: str
+    kind: str
+    args: dict
+    side: str
+    prog: _Program
+
+    @property
+    def prefix(self) -> str:
+        return "encoder" if self.side == "enc" else "decoder"
+
+
+def _on_per_sample_op(m: _Module) -> None:
+    where, args, prog = m.where, m.args, m.prog
+    op = _KIND.get(_target(args.get("per_sample_op")))
+    if op == "cf_to_cl":
+        src = prog.read(where, args.get("read_key"), "latents", "noised")
+        prog.write(args.get("write_key"), f"{src}_cl")
+    elif op == "cl_to_cf":
+        prog.read(where, args.get("read_key"), "velocity_cl")
+        prog.write(args.get("write_key"), "velocity")
     else:
-        prog.problems.append(f"{where}: {kind} cannot appear in the {prefix}")
+        prog.problems.append(f"{where}: per_sample_op {_target(args.get('per_sample_op'))} is not supported")
+
+
+def _on_patch_emb(m: _Module) -> None:
+    where, official, args, side, prog, prefix = m.where, m.official, m.args, m.side, m.prog, m.prefix
+    want = "latents_cl" if side == "enc" else "noised_cl"
+    prog.read(where, args.get("input_tensor_list_read_key"), want)
+    prog.set(where, "patch_size", _square(where, prog, args.get("patch_sizes"), "patch_sizes"))
+    prog.set(where, "_channels", args.get("channels_in"))
+    if args.get("dim") is None:
+        prog.problems.append(f"{where}: PatchEmbedder without a projection (dim=None) is not supported")
+    prog.write(args.get("patches_list_write_key"), f"{side}_patches")
+    for p in ("weight", "bias"):
+        prog.keymap.append((f"{official}.patch_proj.{p}", f"{prefix}.patch_embed.{p}", None))
+
+
+def _on_posemb(m: _Module) -> None:
+    where, official, args, side, prog, prefix = m.where, m.official, m.args, m.side, m.prog, m.prefix
+    src = prog.read(where, args.get("read_key"), f"{side}_patches", "dec_regs")
+    if args.get("write_key") != args.get("read_key"):
+        prog.problems.append(f"{where}: a posemb written to another key than it reads is not supported")
+    kind_ = args.get("posemb_type", "sincos")
+    if src == "dec_regs":
+        if prog.kwargs.get("_dec_regs_state") != "projected":
+            prog.problems.append(f"{where}: the register posemb must come right after the code projection")
+        if kind_ != "learnable_sum" or len(args.get("max_sizes", [])) != 1:
+            prog.problems.append(f"{where}: register posemb {kind_} {args.get('max_sizes')} is not supported "
+                                 "(learnable_sum over 1 dim)")
+        prog.set(where, "register_posemb", "learnable")
+        prog.kwargs["_dec_regs_state"] = "posemb"
+        prog.keymap.append((f"{official}.posembs", "decoder.register_pos_embed",
+                            lambda t: t[0, 0].t()))
+    else:
+        size = _square(where, prog, args.get("max_sizes"), "max_sizes")
+        prog.set(where, "_posemb_size", size)
+        if args.get("posemb_scaling", "absolute") != "absolute":
+            prog.problems.append(f"{where}: posemb_scaling={args.get('posemb_scaling')!r} is not supported")
+        if kind_ not in ("sincos", "learnable_sum", "learnable_prod"):
+            prog.problems.append(f"{where}: posemb_type={kind_!r} is not supported")
+        prog.set(where, f"{prefix}_posemb", kind_)
+        if kind_ == "sincos":
+            prog.checks.append((f"{official}.posembs", f"{prefix}.pos_embed.table"))
+        else:
+            prog.keymap.append((f"{official}.posembs", f"{prefix}.pos_embed.weight",
+                                lambda t: t[:, 0].transpose(1, 2)))
+        prog.kinds[args.get("read_key")] = f"{side}_patches"
+
+
+def _on_registers(m: _Module) -> None:
+    where, official, args, prog = m.where, m.official, m.args, m.prog
+    prog.read(where, args.get("input_tensor_list_read_key"), "enc_patches")
+    prog.want(where, args, "ordering_mode", "nested", "nested")
+    prog.want(where, args, "extra_registers_write_key", None)
+    n_max = int(args.get("n_max", 0))
+    if args.get("n_eval") not in (None, n_max):
+        prog.problems.append(f"{where}: n_eval={args.get('n_eval')} != n_max={n_max} is not supported")
+    prog.set(where, "num_registers", n_max)
+    prog.write(args.get("registers_write_key"), "enc_registers")
+    prog.keymap.append((f"{official}.registers", "encoder.registers", None))
+
+
+def _on_packer(m: _Module) -> None:
+    where, args, side, prog = m.where, m.args, m.side, m.prog
+    inputs = args.get("input_list_read_keys") or []
+    want = ["enc_patches", "enc_registers"] if side == "enc" else ["dec_patches", "dec_regs"]
+    got = [prog.kinds.get(k) for k in inputs]
+    if got != want:
+        prog.problems.append(f"{where}: packs {inputs} holding {got}; expected [{', '.join(want)}] in this order")
+    if side == "dec" and prog.kwargs.get("_dec_regs_state") not in ("dropout", "nullcond", "posemb"):
+        prog.problems.append(f"{where}: decoder registers are packed before nested dropout / null condition")
+    mode = args.get("mask_mode", "full")
+    if side == "enc":
+        if mode not in ("causal_last", "causal", "full"):
+            prog.problems.append(f"{where}: mask_mode={mode!r} is not supported")
+        prog.set(where, "encoder_mask", mode)
+    elif mode != "full":
+        prog.problems.append(f"{where}: decoder mask_mode={mode!r} is not supported (full)")
+    prog.write(args.get("packed_seq_write_key"), f"{side}_packed")
+    prog.kwargs[f"_{side}_mask_key"] = args.get("block_mask_write_key")
+    prog.write(args.get("block_mask_write_key"), f"{side}_mask")
+    prog.write(args.get("inner_packed_shapes_write_key"), f"{side}_ps_inner")
+    prog.write(args.get("outer_packed_shapes_write_key"), f"{side}_ps_outer")
+    if args.get("emb_packing_fn_write_key") is not None:
+        subseq = bool(args.get("per_subseq_embs", False))
+        prog.write(args["emb_packing_fn_write_key"], "packing_fn_subseq" if subseq else "packing_fn")
+
+
+def _on_transformer(m: _Module) -> None:
+    where, official, args, side, prog = m.where, m.official, m.args, m.side, m.prog
+    _handle_transformer(where, prog, args, side, official)
+
+
+def _on_unpacker(m: _Module) -> None:
+    where, args, side, prog = m.where, m.args, m.side, m.prog
+    prog.read(where, args.get("packed_seq_read_key"), f"{side}_packed_out")
+    prog.read(where, args.get("inner_packed_shapes_read_key"), f"{side}_ps_inner")
+    prog.read(where, args.get("outer_packed_shapes_read_key"), f"{side}_ps_outer")
+    keys = args.get("inner_seq_write_keys") or []
+    if len(keys) != 2:
+        prog.problems.append(f"{where}: expected two unpacked sequences (patches, registers), got {keys}")
+    else:
+        prog.write(keys[0], f"{side}_patches_out")
+        prog.write(keys[1], f"{side}_registers_out")
+
+
+def _on_linear_head(m: _Module) -> None:
+    where, official, args, side, prog = m.where, m.official, m.args, m.side, m.prog
+    if side != "enc":
+        prog.problems.append(f"{where}: a LinearHead in the decoder is not supported")
+    prog.read(where, args.get("read_key"), "enc_registers_out")
+    prog.want(where, args, "use_mup_readout", False, False)
+    prog.want(where, args, "norm_layer", None)
+    prog.want(where, args, "adaLN_emb_read_key", None)
+    prog.want(where, args, "proj_bias", True, True)
+    prog.set(where, "_code_dim", args.get("dim_out"))
+    prog.write(args.get("write_key"), "enc_latents")
+    for p in ("weight", "bias"):
+        prog.keymap.append((f"{official}.proj.{p}", f"encoder.to_latents.{p}", None))
+
+
+def _on_linear(m: _Module) -> None:
+    where, official, args, prog = m.where, m.official, m.args, m.prog
+    prog.read(where, args.get("read_key"), "quants")
+    prog.want(where, args, "proj_bias", True, True)
+    prog.set(where, "_code_dim", args.get("dim_in"))
+    prog.write(args.get("write_key"), "dec_regs")
+    prog.kwargs["_dec_regs_state"] = "projected"
+    for p in ("weight", "bias"):
+        prog.keymap.append((f"{official}.proj.{p}", f"decoder.from_latents.{p}", None))
+
+
+def _on_nested_dropout(m: _Module) -> None:
+    where, official, args, prog = m.where, m.official, m.args, m.prog
+    prog.read(where, args.get("read_write_key"), "dec_regs")
+    if prog.kwargs.get("_dec_regs_state") not in ("projected", "posemb"):
+        prog.problems.append(f"{where}: nested dropout must follow the projection / register posemb")
+    prog.kwargs["_dec_regs_state"] = "dropout"
+    mode = args.get("size_sampling_mode", "uniform")
+    if mode not in ("uniform", "pow2", "uniform_pow2"):
+        prog.problems.append(f"{where}: size_sampling_mode={mode!r} is not supported")
+    prog.set(where, "nested_dropout", mode)
+    prog.keymap.append((f"{official}.dropout_mask_token", "decoder.mask_token", None))
+
+
+def _on_null_cond(m: _Module) -> None:
+    kind, where, official, args, prog = m.kind, m.where, m.official, m.args, m.prog
+    prog.read(where, args.get("read_write_key"), "dec_regs")
+    if prog.kwargs.get("_dec_regs_state") != "dropout":
+        prog.problems.append(f"{where}: the null condition must come right after nested dropout")
+    prog.kwargs["_dec_regs_state"] = "nullcond"
+    # the sampler's unconditional pass sets this hard-coded key
+    prog.want(where, args, "eval_drop_flag_read_key", "eval_dropout_mask", "eval_dropout_mask")
+    prog.want(where, args, "replace_with_single_token", False, False)
+    prog.set(where, "null_cond", "learned" if kind == "learned_null" else "zero")
+    prog.set(where, "cond_dropout", float(args.get("dropout_prob", 0.0)))
+    if kind == "learned_null":
+        prog.keymap.append((f"{official}.nullcond", "decoder.null_cond", None))
+
+
+def _on_time(m: _Module) -> None:
+    where, official, args, prog = m.where, m.official, m.args, m.prog
+    prog.read(where, args.get("timesteps_read_key"), "timesteps")
+    prog.want(where, args, "temb_as_tokens", False, False)
+    prog.set(where, "freq_dim", int(args.get("frequency_embedding_size", 256)))
+    prog.set(where, "max_timestep", float(args.get("max_timestep", 1000.0)))
+    prog.write(args.get("time_embedding_write_key"), "temb")
+    for p in ("0.weight", "0.bias", "2.weight", "2.bias"):
+        prog.keymap.append((f"{official}.mlp.{p}", f"decoder.time_embed.mlp.{p}", None))
+
+
+def _on_patch_head(m: _Module) -> None:
+    where, official, args, side, prog = m.where, m.official, m.args, m.side, m.prog
+    if side != "dec":
+        prog.problems.append(f"{where}: ToPatchesLinearHead in the encoder is not supported")
+    prog.read(where, args.get("read_key"), "dec_patches_out")
+    prog.want(where, args, "use_mup_readout", False, False)
+    prog.want(where, args, "norm_layer", None)
+    prog.want(where, args, "adaLN_packing_fn_read_key", None)
+    prog.want(where, args, "adaLN_bias", True, True)
+    prog.want(where, args, "proj_bias", True, True)
+    prog.set(where, "patch_size", _square(where, prog, args.get("patch_sizes"), "patch_sizes"))
+    prog.set(where, "_channels", args.get("channels_out"))
+    adaln = args.get("adaLN_emb_read_key") is not None
+    if adaln:
+        prog.read(where, args["adaLN_emb_read_key"], "temb")
+    prog.set(where, "head_adaln", adaln)
+    prog.write(args.get("write_key"), "velocity_cl")
+    head = "decoder.head" if adaln else "decoder.head.1"
+    names = ["proj.weight", "proj.bias"] if adaln else ["weight", "bias"]
+    for o, z in zip(["proj.weight", "proj.bias"], names):
+        prog.keymap.append((f"{official}.{o}", f"{head}.{z}", None))
+    if adaln:
+        for p in ("weight", "bias"):
+            prog.keymap.append((f"{official}.adaLN_modulation.1.{p}", f"decoder.head.adaLN_modulation.1.{p}",
+                                None))
+
+
+# official module kind -> its handler (classes listed in `_TARGETS`)
+_HANDLERS: dict[str, Callable[[_Module], None]] = {
+    "per_sample_op": _on_per_sample_op,
+    "patch_emb": _on_patch_emb,
+    "posemb": _on_posemb,
+    "registers": _on_registers,
+    "packer": _on_packer,
+    "transformer": _on_transformer,
+    "unpacker": _on_unpacker,
+    "linear_head": _on_linear_head,
+    "linear": _on_linear,
+    "nested_dropout": _on_nested_dropout,
+    "learned_null": _on_null_cond,
+    "zero_null": _on_null_cond,
+    "time": _on_time,
+    "patch_head": _on_patch_head,
+}
 
 
 def _walk(prog: _Program, cfg: Any, side: str) -> None:
@@ -478,7 +546,11 @@ def _walk(prog: _Program, cfg: Any, side: str) -> None:
         unknown = sorted(set(module) - known)
         if unknown:
             prog.problems.append(f"{where}: unknown arguments {unknown} for {_target(module)}")
-        _interpret_module(where, f"{top}.module_dict.{name}", kind, module, side, prog)
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            prog.problems.append(f"{where}: {kind} cannot appear in the {top}")
+            continue
+        handler(_Module(where, f"{top}.module_dict.{name}", kind, module, side, prog))
 
 
 def _check_args(prog: _Program, where: str, cfg: Any, kind: str) -> dict:
@@ -608,113 +680,151 @@ def _is_vae_config(config: Any) -> bool:
         return False
 
 
+# parts of an AutoencoderKL config that do not change its weights or its outputs here (latent scale handled apart)
+_VAE_NON_ARCHITECTURE = {"scaling_factor", "shift_factor", "latents_mean", "latents_std", "force_upcast",
+                         "sample_size"}
+
+
+def _vae_architecture(config: dict) -> dict | None:
+    """The AutoencoderKL architecture of a cleaned VAE config; None when it is FlexTok's default VAE."""
+    from diffusers import AutoencoderKL
+
+    from zoo.image.flextok.model import DEFAULT_VAE
+
+    defaults = {n: p.default for n, p in inspect.signature(AutoencoderKL.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    def canonical(cfg: dict) -> dict:
+        full = {**defaults, **cfg}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in full.items() if k not in _VAE_NON_ARCHITECTURE}
+
+    arch = {k: v for k, v in config.items() if k not in _VAE_NON_ARCHITECTURE}
+    return None if canonical(arch) == canonical(DEFAULT_VAE) else arch
+
+
 @register_converter("flextok")
-def convert_flextok(
-    checkpoint: str | Path,
-    config: str | Path | dict | None = None,
-    vae: str | Path | dict | None = None,
-    image_size: int | None = None,
-):
+class FlexTokConverter(Converter):
     """Official FlexTok release -> `zoo.image.flextok.FlexTok` with the same tokens and decoder outputs.
 
-    Args:
-        checkpoint: `model.safetensors` or the folder holding it (and optionally `config.json`, the VAE folder).
+    `read(checkpoint, config=None, vae=None, image_size=None)`:
+        checkpoint: `model.safetensors`, the folder holding it (and optionally `config.json`, the VAE folder), or a
+            state dict (then `config` is required).
         config: the hydra config (dict or `config.json`) when the checkpoint metadata lacks it; a diffusers
             AutoencoderKL `config.json` (or its folder) here is taken as `vae`.
         vae: the AutoencoderKL folder / config.json / dict; default: `vae.hf_hub_path` beside the checkpoint, then
             the hub cache.
         image_size: the resolution, when the config has no patch posemb to infer it from.
     """
-    from safetensors.torch import load_file
 
-    from zoo.image.flextok.model import FlexTok
+    # training-time settings the hydra config states; a registered variant keeps its own
+    training_kwargs = frozenset({"nested_dropout", "cond_dropout", "time_sampling", "time_mode_scale"})
+    # the VAE latent scale belongs to the VAE release (its config.json), not to the FlexTok architecture
+    release_kwargs = frozenset({"vae_scaling_factor"})
 
-    if vae is None and _is_vae_config(config):
-        config, vae = None, config
-    path, cfg, origin = read_official_config(checkpoint, config)
-    prog = interpret(cfg)
-    vae_args = prog.kwargs.pop("_vae")
-    vae_cfg, vae_dir = _vae_config(vae_args.get("hf_hub_path"), path.parent, vae)
-    vae_clean = _clean_vae_config(vae_cfg)
-    vae_clean["latent_channels"] = int(vae_clean.get("latent_channels", vae_args.get("latent_channels", 16)))
-    if vae_clean["latent_channels"] != prog.kwargs.get("_channels"):
-        prog.problems.append(f"VAE latent_channels={vae_clean['latent_channels']} but the FlexTok patches expect "
-                             f"{prog.kwargs.get('_channels')}")
-    if prog.problems:
-        lines = "\n  - ".join(prog.problems)
-        raise OfficialWiringError(f"cannot convert {path} (config from {origin}):\n  - {lines}")
+    def read(self, checkpoint: str | Path | dict, config: Any = None, vae: str | Path | dict | None = None,
+             image_size: int | None = None) -> OfficialCheckpoint:
+        from safetensors.torch import load_file
 
-    kwargs = {k: v for k, v in prog.kwargs.items() if not k.startswith("_")}
-    down = 2 ** (len(vae_clean.get("down_block_types", [None])) - 1)
-    posemb_size = prog.kwargs.get("_posemb_size")
-    if image_size is None:
-        if posemb_size is None:
-            raise OfficialWiringError("the config has no patch posemb to infer the resolution from; pass image_size")
-        image_size = posemb_size * kwargs["patch_size"] * down
-    grid = image_size // down // kwargs["patch_size"]
-    kwargs["posemb_size"] = None if posemb_size in (None, grid) else posemb_size
-    kwargs["vae_scaling_factor"] = vae_args.get("scaling_factor") or vae_clean.get("scaling_factor") or 1.0
-    model = FlexTok(image_size=image_size, vae=vae_clean, **kwargs)
+        if vae is None and _is_vae_config(config):
+            config, vae = None, config
+        if isinstance(checkpoint, dict):
+            if not isinstance(config, dict):
+                raise OfficialWiringError("a FlexTok state dict needs its hydra config as a dict (config=...)")
+            path, cfg, origin, state = Path("<state dict>"), _unwrap(config), "the given dict", dict(checkpoint)
+        else:
+            path, cfg, origin = read_official_config(checkpoint, config)
+            state = load_file(str(path))
+        prog = interpret(cfg)
+        vae_args = prog.kwargs.pop("_vae")
+        vae_cfg, vae_dir = _vae_config(vae_args.get("hf_hub_path"), path.parent, vae)
+        vae_clean = _clean_vae_config(vae_cfg)
+        vae_clean["latent_channels"] = int(vae_clean.get("latent_channels", vae_args.get("latent_channels", 16)))
+        if vae_clean["latent_channels"] != prog.kwargs.get("_channels"):
+            prog.problems.append(f"VAE latent_channels={vae_clean['latent_channels']} but the FlexTok patches "
+                                 f"expect {prog.kwargs.get('_channels')}")
+        if prog.problems:
+            lines = "\n  - ".join(prog.problems)
+            raise OfficialWiringError(f"cannot convert {path} (config from {origin}):\n  - {lines}")
+        if not any(k.startswith("vae.vae.") for k in state):
+            weights = vae_dir / "diffusion_pytorch_model.safetensors" if vae_dir is not None else None
+            if weights is not None and weights.exists():
+                state.update({f"vae.vae.{k}": v for k, v in load_file(str(weights)).items()})
+        extras = {"prog": prog, "vae": vae_clean, "vae_args": vae_args, "image_size": image_size,
+                  "vae_weights": vae_dir}
+        return OfficialCheckpoint("flextok", state, cfg, str(path), extras)
 
-    state = load_file(str(path))
-    if not any(k.startswith("vae.vae.") for k in state):
-        weights = vae_dir / "diffusion_pytorch_model.safetensors" if vae_dir is not None else None
-        if weights is None or not weights.exists():
-            raise FileNotFoundError(f"{path} holds no vae.vae.* tensors and no VAE weights were found "
-                                    f"(looked for {weights}); pass vae=<AutoencoderKL folder>")
-        state.update({f"vae.vae.{k}": v for k, v in load_file(str(weights)).items()})
-    _load(model, state, prog, path)
-    return model.eval()
+    def infer_kwargs(self, raw: OfficialCheckpoint) -> dict[str, Any]:
+        prog, vae = raw.extras["prog"], raw.extras["vae"]
+        kwargs = {k: v for k, v in prog.kwargs.items() if not k.startswith("_")}
+        down = 2 ** (len(vae.get("down_block_types", [None])) - 1)
+        posemb_size = prog.kwargs.get("_posemb_size")
+        image_size = raw.extras.get("image_size")
+        if image_size is None:
+            if posemb_size is None:
+                raise OfficialWiringError("the config has no patch posemb to infer the resolution from; pass "
+                                          "image_size")
+            image_size = posemb_size * kwargs["patch_size"] * down
+        grid = image_size // down // kwargs["patch_size"]
+        kwargs["image_size"] = image_size
+        kwargs["posemb_size"] = None if posemb_size in (None, grid) else posemb_size
+        kwargs["vae"] = _vae_architecture(vae)
+        kwargs["vae_scaling_factor"] = float(raw.extras["vae_args"].get("scaling_factor")
+                                             or vae.get("scaling_factor") or 1.0)
+        return kwargs
 
-
-def _load(model, state: dict[str, torch.Tensor], prog: _Program, path: Path) -> None:
-    own = model.state_dict()
-    new: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    problems: list[str] = []
-    for key, value in state.items():
-        if key.startswith("vae.vae."):
-            new["vae." + key[len("vae.vae."):]] = value
-            used.add(key)
-    for official, ours, transform in prog.keymap:
-        if official not in state:
-            problems.append(f"checkpoint lacks {official} (for {ours})")
-            continue
-        value = state[official]
-        if ours == "decoder.register_pos_embed":
-            value = transform(value)[: model.num_registers]
-        elif transform is not None:
-            value = transform(value)
-        new[ours] = value
-        used.add(official)
-    for parts, ours in prog.fused:
-        absent = [p for p in parts if p not in state]
-        if absent:
-            problems.append(f"checkpoint lacks {absent} (for {ours})")
-            continue
-        new[ours] = torch.cat([state[p] for p in parts], dim=0)
-        used.update(parts)
-    for official, ours in prog.checks:
-        if official not in state:
-            problems.append(f"checkpoint lacks {official}")
-            continue
-        used.add(official)
-        table = state[official][0].permute(1, 2, 0)
-        ref = model.get_buffer(ours)
-        g = math.isqrt(ref.shape[0])
-        table = table[:g, :g].reshape(g * g, -1)
-        if table.shape != ref.shape or not torch.allclose(table.float(), ref.float(), atol=1e-5):
-            problems.append(f"{official} is not the sin-cos table this implementation computes")
-    unknown = sorted(set(state) - used)
-    if unknown:
-        problems.append(f"{len(unknown)} checkpoint tensors have no place in the model: {unknown}")
-    missing = sorted(set(own) - set(new))
-    if missing:
-        problems.append(f"{len(missing)} model tensors are not in the checkpoint: {missing}")
-    for key in sorted(set(own) & set(new)):
-        if tuple(own[key].shape) != tuple(new[key].shape):
-            problems.append(f"{key}: checkpoint shape {tuple(new[key].shape)} != model {tuple(own[key].shape)}")
-    if problems:
-        lines = "\n  - ".join(problems)
-        raise OfficialWiringError(f"cannot load {path}:\n  - {lines}")
-    model.load_state_dict(new, strict=True)
+    def convert_state_dict(self, raw: OfficialCheckpoint, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        prog, state, path = raw.extras["prog"], raw.state, raw.source
+        if not any(k.startswith("vae.vae.") for k in state):
+            where = raw.extras.get("vae_weights")
+            raise FileNotFoundError(f"{path} holds no vae.vae.* tensors and no VAE weights were found (looked in "
+                                    f"{where}); pass vae=<AutoencoderKL folder>")
+        own = model.state_dict()
+        new: dict[str, torch.Tensor] = {}
+        used: set[str] = set()
+        problems: list[str] = []
+        for key, value in state.items():
+            if key.startswith("vae.vae."):
+                new["vae." + key[len("vae.vae."):]] = value
+                used.add(key)
+        for official, ours, transform in prog.keymap:
+            if official not in state:
+                problems.append(f"checkpoint lacks {official} (for {ours})")
+                continue
+            value = state[official]
+            if ours == "decoder.register_pos_embed":
+                value = transform(value)[: model.num_registers]
+            elif transform is not None:
+                value = transform(value)
+            new[ours] = value
+            used.add(official)
+        for parts, ours in prog.fused:
+            absent = [p for p in parts if p not in state]
+            if absent:
+                problems.append(f"checkpoint lacks {absent} (for {ours})")
+                continue
+            new[ours] = torch.cat([state[p] for p in parts], dim=0)
+            used.update(parts)
+        for official, ours in prog.checks:
+            if official not in state:
+                problems.append(f"checkpoint lacks {official}")
+                continue
+            used.add(official)
+            table = state[official][0].permute(1, 2, 0)
+            ref = model.get_buffer(ours)
+            g = math.isqrt(ref.shape[0])
+            table = table[:g, :g].reshape(g * g, -1)
+            if table.shape != ref.shape or not torch.allclose(table.float(), ref.float(), atol=1e-5):
+                problems.append(f"{official} is not the sin-cos table this implementation computes")
+        unknown = sorted(set(state) - used)
+        if unknown:
+            problems.append(f"{len(unknown)} checkpoint tensors have no place in the model: {unknown}")
+        missing = sorted(set(own) - set(new))
+        if missing:
+            problems.append(f"{len(missing)} model tensors are not in the checkpoint: {missing}")
+        for key in sorted(set(own) & set(new)):
+            if tuple(own[key].shape) != tuple(new[key].shape):
+                problems.append(f"{key}: checkpoint shape {tuple(new[key].shape)} != model {tuple(own[key].shape)}")
+        if problems:
+            lines = "\n  - ".join(problems)
+            raise OfficialWiringError(f"cannot load {path}:\n  - {lines}")
+        return new

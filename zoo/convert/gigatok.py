@@ -27,9 +27,11 @@ from typing import Any
 
 import torch
 
+from zoo.convert.base import Converter, OfficialCheckpoint
+from zoo.convert.keymap import KeyMap, Rule, check_complete, flatten_1x1, unflatten_1x1
 from zoo.registry import register_converter
 
-__all__ = ["convert_gigatok", "official_kwargs", "map_state_dict", "read_checkpoint"]
+__all__ = ["GigaTokConverter", "infer_kwargs", "keymap", "read_checkpoint"]
 
 # official transformer sizes (blocks.py): width, layers, heads
 VIT_SIZES = {
@@ -166,102 +168,123 @@ def _vit_size(
     return width, depth, heads
 
 
-def official_kwargs(state: dict[str, torch.Tensor], config: dict | None = None) -> tuple[dict[str, Any], str]:
-    """`GigaTok` constructor kwargs for an official state dict (and config, if given); also returns the layout."""
-    config = config or {}
-    model_cfg = config.get("model") or {}
-    args = dict(model_cfg.get("init_args") or {})
-    overrides = dict(config.get("fixture_overrides") or {})
-    layout = _layout_from_keys(state)
-    if model_cfg.get("model_cls") is not None:
-        cls = model_cfg["model_cls"]
+class _Shapes:
+    """What the handlers of `_INFER` read: the state, the official config's init_args, the override block and the
+    layout with its ViT prefixes, plus the sizes several kwargs share (computed once)."""
+
+    def __init__(self, state: dict[str, torch.Tensor], config: dict | None) -> None:
+        self.state = state
+        self.config = config or {}
+        model_cfg = self.config.get("model") or {}
+        self.args = dict(model_cfg.get("init_args") or {})
+        self.overrides = dict(self.config.get("fixture_overrides") or {})
+        self.layout = _layout_from_keys(state)
+        self.enc_prefix, self.dec_prefix = _vit_prefixes(self.layout)
+        self.cnn_channels = _shape(state, "encoder.conv_in.weight")[0]
+        self.levels = len(_indices(state, "encoder.conv_blocks."))
+        self.grid_tokens = _shape(state, self.enc_prefix + "positional_embedding")[0]
+        size = self.args.get("model_size", "small" if self.args else None)  # VQVitModelPlusArgs default: "small"
+        self.encoder = _vit_size(state, self.enc_prefix, self.args.get("encoder_size") or size, self.overrides,
+                                 "encoder")
+        self.decoder = _vit_size(state, self.dec_prefix, self.args.get("decoder_size") or size, self.overrides,
+                                 "decoder")
+        self.semantic = _semantic(state, self.dec_prefix, self.args, self.config, self.decoder[1])
+
+    def mult(self, side: str) -> list[int]:
+        levels = range(self.levels) if side == "encoder" else range(self.levels - 1, -1, -1)
+        return [_shape(self.state, f"{side}.conv_blocks.{i}.res.0.conv1.weight")[0] // self.cnn_channels
+                for i in levels]
+
+
+def _image_size(c: _Shapes) -> int:
+    return int(c.overrides.get("image_size", round(c.grid_tokens**0.5) * 2 ** (c.levels - 1)))
+
+
+def _num_latent_tokens(c: _Shapes) -> int:
+    if c.layout == "2d":
+        return c.grid_tokens
+    return _shape(c.state, c.enc_prefix + "latent_token_positional_embedding")[0]
+
+
+# constructor kwarg -> one small handler reading it off the shapes / the official config
+_INFER: dict[str, Any] = {
+    "image_size": _image_size,
+    "token_layout": lambda c: c.layout,
+    "num_latent_tokens": _num_latent_tokens,
+    "codebook_size": lambda c: _shape(c.state, "quantize.embedding.weight")[0],
+    "codebook_dim": lambda c: _shape(c.state, "quantize.embedding.weight")[1],
+    "z_channels": lambda c: _shape(c.state, "encoder.conv_out.weight")[0],
+    "cnn_channels": lambda c: c.cnn_channels,
+    "encoder_ch_mult": lambda c: c.mult("encoder"),
+    "decoder_ch_mult": lambda c: c.mult("decoder"),
+    "num_res_blocks": lambda c: len(_indices(c.state, "encoder.conv_blocks.0.res.")),
+    "encoder_width": lambda c: c.encoder[0],
+    "encoder_depth": lambda c: c.encoder[1],
+    "encoder_heads": lambda c: c.encoder[2],
+    "decoder_width": lambda c: c.decoder[0],
+    "decoder_depth": lambda c: c.decoder[1],
+    "decoder_heads": lambda c: c.decoder[2],
+    "multi_level_query_init": lambda c: bool(c.args.get("multi_level_query_init", True)) if c.layout == "1d" else True,
+    "adaptive_norm": lambda c: "decoder.adaptive.0.gamma.weight" in c.state,
+    "depth_to_space": lambda c: "decoder.conv_blocks.0.upsample.conv1.weight" in c.state,
+    "rotation_trick": lambda c: bool(c.args.get("rot", True)),
+    "entropy_loss": lambda c: float(c.args.get("entropy_loss_ratio", 0.0)) > 0,
+    "semantic_depth": lambda c: c.semantic[0],
+    "semantic_dim": lambda c: c.semantic[1],
+    "dropout": lambda c: float(c.args.get("dropout_p", 0.0)),
+}
+# the official config's own names for values the shapes also give: they must agree
+_CONFIG_CHECKS = {"encoder_ch_mult": "encoder_ch_mult", "decoder_ch_mult": "decoder_ch_mult",
+                  "z_channels": "z_channels", "codebook_size": "codebook_size", "codebook_dim": "codebook_embed_dim",
+                  "adaptive_norm": "adaptive_gn", "depth_to_space": "d2s_up"}
+
+
+def _check_options(c: _Shapes) -> None:
+    """Refuse config options this implementation does not reproduce, and class/layout mismatches."""
+    model_cfg = c.config.get("model") or {}
+    cls = model_cfg.get("model_cls")
+    if cls is not None:
         if cls not in _MODEL_CLASSES:
             raise ValueError(f"model_cls {cls!r} is not a GigaTok VQ model; expected one of {sorted(_MODEL_CLASSES)}")
-        if _MODEL_CLASSES[cls] != layout:
-            raise ValueError(f"the config is {cls} ({_MODEL_CLASSES[cls]}) but the checkpoint is a {layout} model")
-
-    unknown = sorted(set(args) - set(_FIXED_OPTIONS) - _TRAINING_OPTIONS - _MODEL_OPTIONS)
+        if _MODEL_CLASSES[cls] != c.layout:
+            raise ValueError(f"the config is {cls} ({_MODEL_CLASSES[cls]}) but the checkpoint is a {c.layout} model")
+    unknown = sorted(set(c.args) - set(_FIXED_OPTIONS) - _TRAINING_OPTIONS - _MODEL_OPTIONS)
     if unknown:
         raise ValueError(f"unknown GigaTok config options {unknown}; this converter knows the official Args fields")
-    changed = sorted(k for k, v in _FIXED_OPTIONS.items() if k in args and args[k] != v)
+    changed = sorted(k for k, v in _FIXED_OPTIONS.items() if k in c.args and c.args[k] != v)
     if changed:
         raise ValueError(
             "this GigaTok implementation does not reproduce "
-            + ", ".join(f"{k}={args[k]!r} (supported: {_FIXED_OPTIONS[k]!r})" for k in changed)
+            + ", ".join(f"{k}={c.args[k]!r} (supported: {_FIXED_OPTIONS[k]!r})" for k in changed)
             + "; no released checkpoint uses them"
         )
-    if layout == "2d" and args.get("transformer_layer_type", "TransformerLayer") != "TransformerLayer":
+    if c.layout == "2d" and c.args.get("transformer_layer_type", "TransformerLayer") != "TransformerLayer":
         raise ValueError(
-            f"2D GigaTok with transformer_layer_type={args['transformer_layer_type']!r} is not supported; the released "
-            "2D tokenizers use 'TransformerLayer'"
+            f"2D GigaTok with transformer_layer_type={c.args['transformer_layer_type']!r} is not supported; the "
+            "released 2D tokenizers use 'TransformerLayer'"
         )
 
-    enc_prefix, dec_prefix = _vit_prefixes(layout)
-    z_channels = _shape(state, "encoder.conv_out.weight")[0]
-    cnn_channels = _shape(state, "encoder.conv_in.weight")[0]
-    num_res_blocks = len(_indices(state, "encoder.conv_blocks.0.res."))
-    levels = len(_indices(state, "encoder.conv_blocks."))
-    enc_mult = [_shape(state, f"encoder.conv_blocks.{i}.res.0.conv1.weight")[0] // cnn_channels for i in range(levels)]
-    dec_mult = [
-        _shape(state, f"decoder.conv_blocks.{levels - 1 - i}.res.0.conv1.weight")[0] // cnn_channels
-        for i in range(levels)
-    ]
-    codebook_size, codebook_dim = _shape(state, "quantize.embedding.weight")
-    grid_tokens = _shape(state, enc_prefix + "positional_embedding")[0]
-    grid = round(grid_tokens**0.5)
-    image_size = int(overrides.get("image_size", grid * 2 ** (levels - 1)))
 
-    checks = {
-        "encoder_ch_mult": enc_mult, "decoder_ch_mult": dec_mult, "z_channels": z_channels,
-        "codebook_size": codebook_size, "codebook_embed_dim": codebook_dim,
-    }
-    for key, value in checks.items():
-        given = args.get(key, value)
-        if (list(given) if isinstance(value, list) else given) != value:
-            raise ValueError(f"config {key}={given} does not match the checkpoint ({value})")
-    for key, value in (("cnn_ch", cnn_channels), ("cnn_num_res_blocks", num_res_blocks)):
-        if key in overrides and int(overrides[key]) != value:
-            raise ValueError(f"fixture_overrides.{key}={overrides[key]} does not match the checkpoint ({value})")
+def infer_kwargs(state: dict[str, torch.Tensor], config: dict | None = None) -> dict[str, Any]:
+    """`GigaTok` constructor kwargs for an official state dict (and config, if given)."""
+    c = _Shapes(state, config)
+    _check_options(c)
+    kwargs = {name: handler(c) for name, handler in _INFER.items()}
+    for ours, official in _CONFIG_CHECKS.items():
+        if official in c.args and not _equal(c.args[official], kwargs[ours]):
+            raise ValueError(f"config {official}={c.args[official]} does not match the checkpoint ({kwargs[ours]})")
+    for key, value in (("cnn_ch", kwargs["cnn_channels"]), ("cnn_num_res_blocks", kwargs["num_res_blocks"])):
+        if key in c.overrides and int(c.overrides[key]) != value:
+            raise ValueError(f"fixture_overrides.{key}={c.overrides[key]} does not match the checkpoint ({value})")
     dec_blocks = len(_indices(state, "decoder.conv_blocks.0.res."))
-    if dec_blocks != num_res_blocks + 1:
-        raise ValueError(f"decoder levels have {dec_blocks} res-blocks, expected encoder's {num_res_blocks} + 1")
+    if dec_blocks != kwargs["num_res_blocks"] + 1:
+        raise ValueError(f"decoder levels have {dec_blocks} res-blocks, expected encoder's "
+                         f"{kwargs['num_res_blocks']} + 1")
+    return kwargs
 
-    size = args.get("model_size", "small" if args else None)  # VQVitModelPlusArgs default: "small"
-    enc_name = args.get("encoder_size") or size
-    dec_name = args.get("decoder_size") or size
-    enc_w, enc_d, enc_h = _vit_size(state, enc_prefix, enc_name, overrides, "encoder")
-    dec_w, dec_d, dec_h = _vit_size(state, dec_prefix, dec_name, overrides, "decoder")
 
-    semantic_depth, semantic_dim = _semantic(state, dec_prefix, args, config, dec_d)
-    kwargs: dict[str, Any] = dict(
-        image_size=image_size,
-        token_layout=layout,
-        num_latent_tokens=(
-            _shape(state, enc_prefix + "latent_token_positional_embedding")[0] if layout == "1d" else grid_tokens
-        ),
-        codebook_size=codebook_size,
-        codebook_dim=codebook_dim,
-        z_channels=z_channels,
-        cnn_channels=cnn_channels,
-        encoder_ch_mult=enc_mult,
-        decoder_ch_mult=dec_mult,
-        num_res_blocks=num_res_blocks,
-        encoder_width=enc_w, encoder_depth=enc_d, encoder_heads=enc_h,
-        decoder_width=dec_w, decoder_depth=dec_d, decoder_heads=dec_h,
-        multi_level_query_init=bool(args.get("multi_level_query_init", True)) if layout == "1d" else True,
-        adaptive_norm="decoder.adaptive.0.gamma.weight" in state,
-        depth_to_space="decoder.conv_blocks.0.upsample.conv1.weight" in state,
-        rotation_trick=bool(args.get("rot", True)),
-        entropy_loss=float(args.get("entropy_loss_ratio", 0.0)) > 0,
-        semantic_depth=semantic_depth,
-        semantic_dim=semantic_dim,
-        dropout=float(args.get("dropout_p", 0.0)),
-    )
-    if "adaptive_gn" in args and bool(args["adaptive_gn"]) != kwargs["adaptive_norm"]:
-        raise ValueError(f"config adaptive_gn={args['adaptive_gn']} does not match the checkpoint")
-    if "d2s_up" in args and bool(args["d2s_up"]) != kwargs["depth_to_space"]:
-        raise ValueError(f"config d2s_up={args['d2s_up']} does not match the checkpoint")
-    return kwargs, layout
+def _equal(a: Any, b: Any) -> bool:
+    return (list(a) == list(b)) if isinstance(b, list) else (bool(a) == b if isinstance(b, bool) else a == b)
 
 
 def _semantic(
@@ -291,144 +314,104 @@ def _semantic(
 
 
 # -- key mapping ----------------------------------------------------------------------------------------------------
-_BLOCK_RENAMES = (
-    ("self_attn.in_proj_weight", "attn.qkv.weight"),
-    ("self_attn.in_proj_bias", "attn.qkv.bias"),
-    ("self_attn.out_proj.", "attn.proj."),
-    ("multihead_attn.in_proj_weight", "cross_attn.qkv.weight"),
-    ("multihead_attn.in_proj_bias", "cross_attn.qkv.bias"),
-    ("multihead_attn.out_proj.", "cross_attn.proj."),
-    ("linear1.", "mlp.fc1."),
-    ("linear2.", "mlp.fc2."),
-    ("norm1.", "norm1."),
-    ("norm2.", "norm2."),
-    ("norm3.", "norm3."),
+def _seq_first(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(1, 0, 2)  # (L, 1, W) sequence-first <-> (1, L, W)
+
+
+_CNN_RULES = KeyMap([
+    Rule("{side:encoder|decoder}.conv_blocks.{i}.res.{j}.{rest:*}", "{side}.stages.{i}.blocks.{j}.{rest:*}"),
+    Rule("encoder.conv_blocks.{i}.downsample.conv.{p:weight|bias}", "encoder.stages.{i}.downsample.conv.{p}"),
+    Rule("decoder.conv_blocks.{i}.upsample.{conv:conv|conv1}.{p:weight|bias}", "decoder.stages.{i}.upsample.{conv}.{p}"),
+    Rule("decoder.adaptive.{i}.{g:gamma|beta}.{p:weight|bias}", "decoder.stages.{i}.norm.{g}.{p}"),
+    Rule("{side:encoder|decoder}.{m:conv_in|norm_out|conv_out}.{p:weight|bias}", "{side}.{m}.{p}"),
+    Rule("{side:encoder|decoder}.mid.{i}.{m:norm1|conv1|norm2|conv2|nin_shortcut}.{p:weight|bias}",
+         "{side}.mid.{i}.{m}.{p}"),
+    Rule("quant_conv.weight", "quant_proj.weight", flatten_1x1, unflatten_1x1),
+    Rule("quant_conv.bias", "quant_proj.bias"),
+    Rule("post_quant_conv.weight", "post_quant_proj.weight", flatten_1x1, unflatten_1x1),
+    Rule("post_quant_conv.bias", "post_quant_proj.bias"),
+    Rule("quantize.embedding.weight", "quantizer.embed"),
+    Rule("quantize.codebook_used", None),  # training-time FIFO of recent ids
+])
+# official nn.TransformerEncoder/DecoderLayer names -> ours
+_BLOCK = (
+    ("self_attn.in_proj_weight", "attn.qkv.weight"), ("self_attn.in_proj_bias", "attn.qkv.bias"),
+    ("self_attn.out_proj.{p}", "attn.proj.{p}"), ("multihead_attn.in_proj_weight", "cross_attn.qkv.weight"),
+    ("multihead_attn.in_proj_bias", "cross_attn.qkv.bias"), ("multihead_attn.out_proj.{p}", "cross_attn.proj.{p}"),
+    ("linear1.{p}", "mlp.fc1.{p}"), ("linear2.{p}", "mlp.fc2.{p}"), ("{n:norm1|norm2|norm3}.{p}", "{n}.{p}"),
 )
-_VIT_RENAMES = {
-    "ln_pre.": "norm_in.",
-    "encoder_embed.": "embed.",
-    "decoder_embed.": "embed.",
-    "global_proj.": "query_proj.",
-    "ln_post.": "norm_out.",
-    "conv_out.": None,  # encoder: 1x1 conv -> proj_out Linear; decoder: conv_out (3x3) kept
-    "distill_mlp.0.": "semantic_head.fc1.",
-    "distill_mlp.2.": "semantic_head.fc2.",
-    "distill_mlp.4.": "semantic_head.fc3.",
-}
 
 
-def _map_cnn(key: str) -> str | None:
-    m = re.fullmatch(r"(encoder|decoder)\.conv_blocks\.(\d+)\.res\.(\d+)\.(.+)", key)
-    if m:
-        return f"{m[1]}.stages.{m[2]}.blocks.{m[3]}.{m[4]}"
-    m = re.fullmatch(r"(encoder)\.conv_blocks\.(\d+)\.downsample\.(conv\.(?:weight|bias))", key)
-    if m:
-        return f"{m[1]}.stages.{m[2]}.downsample.{m[3]}"
-    m = re.fullmatch(r"decoder\.conv_blocks\.(\d+)\.upsample\.(conv1?\.(?:weight|bias))", key)
-    if m:
-        return f"decoder.stages.{m[1]}.upsample.{m[2]}"
-    m = re.fullmatch(r"decoder\.adaptive\.(\d+)\.((?:gamma|beta)\.(?:weight|bias))", key)
-    if m:
-        return f"decoder.stages.{m[1]}.norm.{m[2]}"
-    if re.fullmatch(r"(encoder|decoder)\.(conv_in|norm_out|conv_out)\.(weight|bias)", key):
-        return key
-    if re.fullmatch(r"(encoder|decoder)\.mid\.\d+\.(norm1|conv1|norm2|conv2|nin_shortcut)\.(weight|bias)", key):
-        return key
-    return None
+def _vit_rules(official: str, ours: str, is_encoder: bool, keep_semantic_head: bool) -> KeyMap:
+    rules = [Rule(f"{official}transformer.{{i}}.{a}", f"{ours}blocks.{{i}}.{b}") for a, b in _BLOCK]
+    rules += [
+        Rule(f"{official}positional_embedding", f"{ours}pos_embed", _seq_first, _seq_first),
+        Rule(f"{official}latent_token_positional_embedding",
+             f"{ours}{'query_pos_embed' if is_encoder else 'latent_pos_embed'}", _seq_first, _seq_first),
+        Rule(f"{official}ln_pre.{{p}}", f"{ours}norm_in.{{p}}"),
+        Rule(f"{official}ln_post.{{p}}", f"{ours}norm_out.{{p}}"),
+        Rule(f"{official}{'encoder' if is_encoder else 'decoder'}_embed.{{p}}", f"{ours}embed.{{p}}"),
+        Rule(f"{official}global_proj.{{p}}", f"{ours}query_proj.{{p}}"),
+    ]
+    if is_encoder:  # 1x1 conv -> Linear
+        rules += [Rule(f"{official}conv_out.weight", f"{ours}proj_out.weight", flatten_1x1, unflatten_1x1),
+                  Rule(f"{official}conv_out.bias", f"{ours}proj_out.bias")]
+    else:
+        rules.append(Rule(f"{official}conv_out.{{p}}", f"{ours}conv_out.{{p}}"))
+        for i, fc in (("0", "fc1"), ("2", "fc2"), ("4", "fc3")):
+            target = f"{ours}semantic_head.{fc}.{{p}}" if keep_semantic_head else None
+            rules.append(Rule(f"{official}distill_mlp.{i}.{{p}}", target))
+    # the semantic-distillation projector of the other side / the top level: never used by inference
+    rules.append(Rule(f"{official}distill_mlp.{{rest:*}}", None))
+    return KeyMap(rules)
 
 
-def _map_vit(rest: str, ours: str, is_encoder: bool) -> str | None:
-    m = re.fullmatch(r"transformer\.(\d+)\.(.+)", rest)
-    if m:
-        for old, new in _BLOCK_RENAMES:
-            if m[2].startswith(old):
-                return f"{ours}blocks.{m[1]}.{new}{m[2][len(old):]}"
-        return None
-    if rest == "positional_embedding":
-        return ours + "pos_embed"
-    if rest == "latent_token_positional_embedding":
-        return ours + ("query_pos_embed" if is_encoder else "latent_pos_embed")
-    for old, new in _VIT_RENAMES.items():
-        if rest.startswith(old):
-            if new is None:
-                new = "proj_out." if is_encoder else "conv_out."
-            return ours + new + rest[len(old):]
-    return None
-
-
-def map_state_dict(
-    state: dict[str, torch.Tensor], layout: str, keep_semantic_head: bool
-) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """Official tensors -> ours. Returns (mapped state, dropped keys, unknown keys)."""
-    enc_prefix, dec_prefix = _vit_prefixes(layout)
-    mapped: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
-    unknown: list[str] = []
-    for key, value in state.items():
-        new: str | None = None
-        if key == "quantize.codebook_used":
-            dropped.append(key)
-            continue
-        if ".distill_mlp." in key or key.startswith("distill_mlp."):
-            if not (keep_semantic_head and key.startswith(dec_prefix)):
-                dropped.append(key)
-                continue
-        if key.startswith(("encoder.", "decoder.")):
-            new = _map_cnn(key)
-        elif key.startswith(enc_prefix):
-            new = _map_vit(key[len(enc_prefix):], "encoder_vit.", True)
-        elif key.startswith(dec_prefix):
-            new = _map_vit(key[len(dec_prefix):], "decoder_vit.", False)
-        elif key in ("quant_conv.weight", "quant_conv.bias"):
-            new = key.replace("quant_conv", "quant_proj")
-        elif key in ("post_quant_conv.weight", "post_quant_conv.bias"):
-            new = key.replace("post_quant_conv", "post_quant_proj")
-        elif key == "quantize.embedding.weight":
-            new = "quantizer.embed"
-        if new is None:
-            unknown.append(key)
-            continue
-        if new.endswith(("pos_embed", "query_pos_embed", "latent_pos_embed")):
-            value = value.permute(1, 0, 2)  # (L, 1, W) sequence-first -> (1, L, W)
-        elif new in ("quant_proj.weight", "post_quant_proj.weight", "encoder_vit.proj_out.weight"):
-            value = value.flatten(1)  # 1x1 conv -> Linear
-        mapped[new] = value.contiguous()
-    return mapped, dropped, unknown
+def keymap(layout: str, keep_semantic_head: bool) -> KeyMap:
+    """The official <-> zoo key table of a 1D or 2D GigaTok."""
+    enc, dec = _vit_prefixes(layout)
+    return (_CNN_RULES + _vit_rules(enc, "encoder_vit.", True, False)
+            + _vit_rules(dec, "decoder_vit.", False, keep_semantic_head)
+            + KeyMap([Rule("distill_mlp.{rest:*}", None)]))
 
 
 @register_converter("gigatok")
-def convert_gigatok(checkpoint: str | Path | dict, config: str | Path | dict | None = None):
-    """Build our `GigaTok` from an official checkpoint (`.pt`, or an already loaded state dict) and its YAML.
+class GigaTokConverter(Converter):
+    """An official GigaTok checkpoint (`.pt`, or an already loaded state dict) and its YAML -> `GigaTok`.
 
-    Without `config` everything is read from the tensor shapes, with the settings every release shares
+    Without a config everything is read from the tensor shapes, with the settings every release shares
     (multi-level query init, rotation trick, semantic features after decoder block 3, no entropy loss).
     """
-    from zoo.image.gigatok import GigaTok
 
-    state = dict(checkpoint) if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)
-    cfg = _read_config(config)
-    kwargs, layout = official_kwargs(state, cfg)
-    mapped, dropped, unknown = map_state_dict(state, layout, keep_semantic_head=kwargs["semantic_dim"] is not None)
-    if unknown:
-        raise ValueError(
-            f"the GigaTok checkpoint has {len(unknown)} tensors this converter does not know: {unknown[:12]}"
-            f"{' ...' if len(unknown) > 12 else ''}. Is it a GigaTok VQ checkpoint with an option this implementation "
-            "does not support?"
-        )
-    ignored = [k for k in dropped if k != "quantize.codebook_used"]
-    if ignored:
-        warnings.warn(f"ignoring the unused semantic-distillation projector {ignored[:3]}...", stacklevel=2)
-    with torch.device("meta"):
-        model = GigaTok(**kwargs)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(mapped))
-    extra = sorted(set(mapped) - set(own))
-    if missing or extra:
-        raise ValueError(f"GigaTok conversion mismatch: missing {missing[:10]}, unexpected {extra[:10]}")
-    for key, value in mapped.items():
-        if tuple(own[key].shape) != tuple(value.shape):
+    # loss and gradient options: they change training only (entropy_loss_ratio, rot, dropout_p in the YAML)
+    training_kwargs = frozenset({"dropout", "entropy_loss", "rotation_trick"})
+
+    def read(self, checkpoint: str | Path | dict, config: Any = None) -> OfficialCheckpoint:
+        if isinstance(checkpoint, dict):
+            state, source = dict(checkpoint), "<state dict>"
+        else:
+            state, source = read_checkpoint(checkpoint), str(checkpoint)
+        return OfficialCheckpoint("gigatok", state, _read_config(config), source)
+
+    def infer_kwargs(self, raw: OfficialCheckpoint) -> dict[str, Any]:
+        return infer_kwargs(raw.state, raw.config)
+
+    def convert_state_dict(self, raw: OfficialCheckpoint, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        own = model.state_dict()
+        keep = any(k.startswith("decoder_vit.semantic_head.") for k in own)
+        ours, dropped, unknown = keymap(_layout_from_keys(raw.state), keep).to_ours(raw.state)
+        if unknown:
             raise ValueError(
-                f"{key}: the model expects {tuple(own[key].shape)}, the checkpoint has {tuple(value.shape)}"
+                f"the GigaTok checkpoint has {len(unknown)} tensors this converter does not know: {unknown[:12]}"
+                f"{' ...' if len(unknown) > 12 else ''}. Is it a GigaTok VQ checkpoint with an option this "
+                "implementation does not support?"
             )
-    model.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True, assign=True)
-    return model.eval()
+        ignored = [k for k in dropped if k != "quantize.codebook_used"]
+        if ignored:
+            warnings.warn(f"ignoring the unused semantic-distillation projector {ignored[:3]}...", stacklevel=3)
+        check_complete(ours, own, "GigaTok conversion mismatch")
+        return ours
+
+    def to_official(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        own = model.state_dict()
+        keep = any(k.startswith("decoder_vit.semantic_head.") for k in own)
+        return keymap(model.config["token_layout"], keep).to_official(own)

@@ -15,23 +15,46 @@ from typing import Any
 import torch
 import yaml
 
-from zoo.audio.wavtokenizer import WavTokenizer
+from zoo.convert.base import Converter, OfficialCheckpoint
+from zoo.convert.keymap import KeyMap, Rule, check_complete
 from zoo.registry import register_converter
 from zoo.weights import load_official_checkpoint
 
-__all__ = ["convert_state_dict", "convert_wavtokenizer", "infer_kwargs"]
+__all__ = ["WavTokenizerConverter", "encoder_layout", "split_checkpoint"]
 
 GENERATOR_PREFIXES = ("feature_extractor.", "backbone.", "head.")
 # Submodules of the official LightningModule that only serve training (decoder/experiment.py).
 TRAINING_PREFIXES = ("multiperioddisc.", "multiresddisc.", "dac.", "dacdiscriminator.", "melspec_loss.",
                      "disc_loss.", "gen_loss.", "feat_matching_loss.", "utmos_model.")
 ENCODER = "feature_extractor.encodec.encoder.model."
-UNUSED_DECODER = "feature_extractor.encodec.decoder."  # EnCodec's waveform decoder: stored, never run
 CODEBOOK = "feature_extractor.encodec.quantizer.vq.layers.0._codebook."
 _INDEX = re.compile(r"^(\d+)\.(.*)$")
 
 
-def _encoder_layout(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _squeeze_1x1(t: torch.Tensor) -> torch.Tensor:
+    return t.squeeze(-1)
+
+
+def _unsqueeze_1x1(t: torch.Tensor) -> torch.Tensor:
+    return t[..., None]
+
+
+# Everything but the SEANet encoder, whose Sequential indices depend on the architecture (see `_encoder_rules`).
+_FIXED_RULES = KeyMap([
+    Rule("feature_extractor.encodec.decoder.{rest:*}", None),  # EnCodec's waveform decoder: stored, never run
+    Rule("head.istft.window", None),  # a periodic Hann window, checked in `read`
+    Rule(CODEBOOK + "{name:embed|embed_avg|cluster_size|inited}", "quantizer.{name}"),
+    Rule("backbone.pos_net.2.{proj:q|k|v}.weight", "backbone.pos_net.2.attn.{proj}.weight", _squeeze_1x1,
+         _unsqueeze_1x1),
+    Rule("backbone.pos_net.2.{proj:q|k|v}.bias", "backbone.pos_net.2.attn.{proj}.bias"),
+    Rule("backbone.pos_net.2.proj_out.weight", "backbone.pos_net.2.attn.proj.weight", _squeeze_1x1, _unsqueeze_1x1),
+    Rule("backbone.pos_net.2.proj_out.bias", "backbone.pos_net.2.attn.proj.bias"),
+    Rule("backbone.{rest:*}", "backbone.{rest:*}"),
+    Rule("head.out.{p}", "head.out.{p}"),
+])
+
+
+def encoder_layout(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Where conv_in, the stages, the LSTM and conv_out sit in the official `nn.Sequential`."""
     convs, res, lstm = set(), set(), set()
     for key in state:
@@ -64,96 +87,86 @@ def _encoder_layout(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             "n_residual_layers": per_stage.pop()}
 
 
+def _layout_of(num_stages: int, n_residual_layers: int, lstm_layers: int) -> dict[str, Any]:
+    """The official Sequential indices for an architecture (EnCodec SEANetEncoder: conv, per stage the residual
+    blocks then ELU + downsampling conv, then the LSTM, ELU and the output conv)."""
+    stages, index = [], 1
+    for _ in range(num_stages):
+        res = list(range(index, index + n_residual_layers))
+        stages.append({"res": res, "down": index + n_residual_layers + 1})
+        index += n_residual_layers + 2
+    lstm = [index] if lstm_layers else []
+    conv_out = index + 2 if lstm_layers else index + 1
+    return {"conv_in": 0, "stages": stages, "lstm": lstm, "conv_out": conv_out, "n_residual_layers": n_residual_layers}
+
+
+def _encoder_rules(layout: dict[str, Any]) -> KeyMap:
+    rules = [Rule(f"{ENCODER}{layout['conv_in']}.conv.conv.{{p}}", "encoder.conv_in.conv.{p}")]
+    for s, stage in enumerate(layout["stages"]):
+        for j, index in enumerate(stage["res"]):
+            ours = f"encoder.stages.{s}.res.{j}."
+            rules += [Rule(f"{ENCODER}{index}.block.1.conv.conv.{{p}}", ours + "conv1.conv.{p}"),
+                      Rule(f"{ENCODER}{index}.block.3.conv.conv.{{p}}", ours + "conv2.conv.{p}"),
+                      Rule(f"{ENCODER}{index}.shortcut.conv.conv.{{p}}", ours + "shortcut.conv.{p}")]
+        rules.append(Rule(f"{ENCODER}{stage['down']}.conv.conv.{{p}}", f"encoder.stages.{s}.down.conv.{{p}}"))
+    for index in layout["lstm"]:
+        rules.append(Rule(f"{ENCODER}{index}.lstm.{{p}}", "encoder.lstm.{p}"))
+    rules.append(Rule(f"{ENCODER}{layout['conv_out']}.conv.conv.{{p}}", "encoder.conv_out.conv.{p}"))
+    return KeyMap(rules)
+
+
 def _shape(state: dict[str, torch.Tensor], key: str) -> tuple[int, ...]:
     if key not in state:
         raise ValueError(f"the checkpoint lacks {key!r}, which every WavTokenizer generator has")
     return tuple(state[key].shape)
 
 
-def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """`WavTokenizer` constructor kwargs read off the generator's tensor shapes."""
-    layout = _encoder_layout(state)
+# kwarg -> how to read it off the generator tensors (layout = `encoder_layout(state)`)
+def _strides(state: dict, layout: dict) -> list[int]:
     strides = []
     for stage in layout["stages"]:
         kernel = _shape(state, f"{ENCODER}{stage['down']}.conv.conv.weight_v")[-1]
         if kernel % 2:
             raise ValueError(f"SEANet downsampling conv {stage['down']} has odd kernel {kernel}; expected 2 * stride")
         strides.append(kernel // 2)
-    lstm_layers = sum(1 for k in state if k.startswith(f"{ENCODER}{layout['lstm'][0]}.lstm.weight_ih_l")) \
-        if layout["lstm"] else 0
-    head_rows = _shape(state, "head.out.weight")[0]
-    num_layers = len({k.split(".")[2] for k in state if k.startswith("backbone.convnext.")})
-    return {
-        "encoder_strides": strides,
-        "n_filters": _shape(state, f"{ENCODER}{layout['conv_in']}.conv.conv.weight_v")[0],
-        "n_residual_layers": layout["n_residual_layers"],
-        "lstm_layers": lstm_layers,
-        "latent_dim": _shape(state, f"{ENCODER}{layout['conv_out']}.conv.conv.weight_v")[0],
-        "codebook_size": _shape(state, f"{CODEBOOK}embed")[0],
-        "dim": _shape(state, "backbone.embed.weight")[0],
-        "intermediate_dim": _shape(state, "backbone.convnext.0.pwconv1.weight")[0],
-        "num_layers": num_layers,
-        "num_bandwidths": _shape(state, "backbone.norm.scale.weight")[0],
-        "n_fft": head_rows - 2,
-    }
+    return strides
 
 
-def _encoder_key_map(state: dict[str, torch.Tensor]) -> dict[str, str]:
-    layout = _encoder_layout(state)
-    targets = {layout["conv_in"]: "encoder.conv_in.", layout["conv_out"]: "encoder.conv_out."}
-    for s, stage in enumerate(layout["stages"]):
-        targets[stage["down"]] = f"encoder.stages.{s}.down."
-        for j, index in enumerate(stage["res"]):
-            targets[index] = f"encoder.stages.{s}.res.{j}."
-    for index in layout["lstm"]:
-        targets[index] = "encoder."
-    mapping = {}
-    for key in state:
-        if not key.startswith(ENCODER):
-            continue
-        index, rest = _INDEX.match(key[len(ENCODER):]).groups()
-        rest = rest.replace("block.1.conv.conv.", "conv1.conv.").replace("block.3.conv.conv.", "conv2.conv.")
-        rest = rest.replace("shortcut.conv.conv.", "shortcut.conv.").replace("conv.conv.", "conv.")
-        mapping[key] = targets[int(index)] + rest
-    return mapping
+def _lstm_layers(state: dict, layout: dict) -> int:
+    if not layout["lstm"]:
+        return 0
+    return sum(1 for k in state if k.startswith(f"{ENCODER}{layout['lstm'][0]}.lstm.weight_ih_l"))
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], model: WavTokenizer) -> dict[str, torch.Tensor]:
-    """Official generator state dict -> our state dict; raises ValueError listing unknown and missing keys."""
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    encoder_map = _encoder_key_map(state)
-    quantizer_map = model.quantizer_state_names()
+_INFER = {
+    "encoder_strides": _strides,
+    "n_filters": lambda s, lay: _shape(s, f"{ENCODER}{lay['conv_in']}.conv.conv.weight_v")[0],
+    "n_residual_layers": lambda s, lay: lay["n_residual_layers"],
+    "lstm_layers": _lstm_layers,
+    "latent_dim": lambda s, lay: _shape(s, f"{ENCODER}{lay['conv_out']}.conv.conv.weight_v")[0],
+    "codebook_size": lambda s, lay: _shape(s, f"{CODEBOOK}embed")[0],
+    "dim": lambda s, lay: _shape(s, "backbone.embed.weight")[0],
+    "intermediate_dim": lambda s, lay: _shape(s, "backbone.convnext.0.pwconv1.weight")[0],
+    "num_layers": lambda s, lay: len({k.split(".")[2] for k in s if k.startswith("backbone.convnext.")}),
+    "num_bandwidths": lambda s, lay: _shape(s, "backbone.norm.scale.weight")[0],
+    "n_fft": lambda s, lay: _shape(s, "head.out.weight")[0] - 2,
+}
+
+
+def split_checkpoint(raw: Any) -> dict[str, torch.Tensor]:
+    """The generator part of an official checkpoint; refuses prefixes that are neither generator nor training."""
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("not a WavTokenizer checkpoint: expected a Lightning dict with a 'state_dict' of tensors")
+    generator, unknown = {}, []
     for key, value in state.items():
-        if key in encoder_map:
-            out[encoder_map[key]] = value
-        elif key.startswith(UNUSED_DECODER) or key == "head.istft.window":
-            continue
-        elif key.startswith(CODEBOOK) and key[len(CODEBOOK):] in quantizer_map:
-            name = quantizer_map[key[len(CODEBOOK):]]
-            if name is not None:
-                out[name] = value.reshape(model.state_dict()[name].shape) if value.dim() <= 1 else value
-        elif key.startswith("backbone.pos_net.2.") and key.split(".")[3] in ("q", "k", "v", "proj_out"):
-            _, _, _, proj, param = key.split(".")
-            target = "proj" if proj == "proj_out" else proj
-            out[f"backbone.pos_net.2.attn.{target}.{param}"] = value.squeeze(-1) if param == "weight" else value
-        elif key.startswith(("backbone.", "head.out.")):
-            out[key] = value
-        else:
+        if key.startswith(GENERATOR_PREFIXES):
+            generator[key] = value
+        elif not key.startswith(TRAINING_PREFIXES):
             unknown.append(key)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(out))
-    unknown += sorted(set(out) - set(own))
-    if unknown or missing:
-        raise ValueError(
-            f"WavTokenizer checkpoint does not match the architecture inferred from it:\n"
-            f"  unknown keys ({len(unknown)}): {unknown}\n  missing keys ({len(missing)}): {missing}"
-        )
-    wrong = [f"{k}: checkpoint {tuple(out[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if out[k].shape != own[k].shape]
-    if wrong:
-        raise ValueError("WavTokenizer checkpoint shapes do not match:\n  " + "\n  ".join(wrong))
-    return out
+    if unknown:
+        raise ValueError(f"WavTokenizer checkpoint has {len(unknown)} keys of unknown modules: {unknown}")
+    return generator
 
 
 def _read_config(config: str | Path | dict | None) -> dict | None:
@@ -201,41 +214,54 @@ def _check_config(config: dict, kwargs: dict[str, Any]) -> None:
         raise ValueError("the WavTokenizer yaml does not match the checkpoint:\n  " + "\n  ".join(wrong))
 
 
-def split_checkpoint(raw: dict) -> dict[str, torch.Tensor]:
-    """The generator part of an official checkpoint; refuses prefixes that are neither generator nor training."""
-    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError("not a WavTokenizer checkpoint: expected a Lightning dict with a 'state_dict' of tensors")
-    generator, unknown = {}, []
-    for key, value in state.items():
-        if key.startswith(GENERATOR_PREFIXES):
-            generator[key] = value
-        elif not key.startswith(TRAINING_PREFIXES):
-            unknown.append(key)
-    if unknown:
-        raise ValueError(f"WavTokenizer checkpoint has {len(unknown)} keys of unknown modules: {unknown}")
-    return generator
-
-
 @register_converter("wavtokenizer")
-def convert_wavtokenizer(checkpoint: str | Path, config: str | Path | dict | None = None,
-                         sample_rate: int = 24000) -> WavTokenizer:
-    """An official WavTokenizer `.ckpt` (and optionally its LightningCLI yaml) -> `WavTokenizer` in eval mode.
+class WavTokenizerConverter(Converter):
+    """An official WavTokenizer `.ckpt` (and optionally its LightningCLI yaml) -> `WavTokenizer`.
 
     Every width is inferred from the tensors; the yaml, when given, is only checked against them.
     """
-    state = split_checkpoint(load_official_checkpoint(checkpoint))
-    kwargs = infer_kwargs(state)
-    config = _read_config(config)
-    if config is not None:
-        _check_config(config, kwargs)
-        sample_rate = int(config.get("sample_rate", sample_rate))
-    window = state.get("head.istft.window")
-    if window is not None and not torch.allclose(window.float(), torch.hann_window(kwargs["n_fft"]), atol=1e-6):
-        raise ValueError("head.istft.window is not a periodic Hann window of n_fft samples; unsupported checkpoint")
-    inited = state.get(f"{CODEBOOK}inited")
-    if inited is not None and not bool(inited.flatten()[0]):
-        raise ValueError("the codebook was never initialised (inited=0): this checkpoint predates training")
-    model = WavTokenizer(sample_rate=sample_rate, **kwargs)
-    model.load_state_dict(convert_state_dict(state, model), strict=True)
-    return model.eval()
+
+    def read(self, checkpoint: str | Path | dict, config: Any = None, sample_rate: int = 24000
+             ) -> OfficialCheckpoint:
+        data = checkpoint if isinstance(checkpoint, dict) else load_official_checkpoint(checkpoint)
+        state = split_checkpoint(data)
+        cfg = _read_config(config)
+        rate = int(cfg.get("sample_rate", sample_rate)) if cfg is not None else int(sample_rate)
+        raw = OfficialCheckpoint("wavtokenizer", state, cfg, str(checkpoint) if not isinstance(checkpoint, dict)
+                                 else "<state dict>", {"sample_rate": rate})
+        n_fft = _INFER["n_fft"](state, None)
+        window = state.get("head.istft.window")
+        if window is not None and window.device.type != "meta" and not torch.allclose(window.float(), torch.hann_window(n_fft), atol=1e-6):
+            raise ValueError("head.istft.window is not a periodic Hann window of n_fft samples; unsupported checkpoint")
+        inited = state.get(f"{CODEBOOK}inited")
+        if inited is not None and inited.device.type != "meta" and not bool(inited.flatten()[0]):
+            raise ValueError("the codebook was never initialised (inited=0): this checkpoint predates training")
+        return raw
+
+    def infer_kwargs(self, raw: OfficialCheckpoint) -> dict[str, Any]:
+        layout = encoder_layout(raw.state)
+        kwargs = {name: fn(raw.state, layout) for name, fn in _INFER.items()}
+        if raw.config is not None:
+            _check_config(raw.config, kwargs)
+        return {"sample_rate": raw.extras.get("sample_rate", 24000), **kwargs}
+
+    def _keymap(self, layout: dict[str, Any]) -> KeyMap:
+        return _encoder_rules(layout) + _FIXED_RULES
+
+    def convert_state_dict(self, raw: OfficialCheckpoint, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        ours, _, unknown = self._keymap(encoder_layout(raw.state)).to_ours(raw.state)
+        own = model.state_dict()
+        if unknown:
+            raise ValueError(f"WavTokenizer checkpoint has {len(unknown)} keys this converter does not know: {unknown}")
+        for key in ("quantizer.inited", "quantizer.cluster_size"):  # stored [1] / [C]; reshape to ours
+            if key in ours and key in own:
+                ours[key] = ours[key].reshape(own[key].shape)
+        check_complete(ours, own, "WavTokenizer checkpoint does not match the architecture")
+        return ours
+
+    def to_official(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        c = model.config
+        layout = _layout_of(len(c["encoder_strides"]), c["n_residual_layers"], c["lstm_layers"])
+        out = self._keymap(layout).to_official(model.state_dict())
+        out["head.istft.window"] = torch.hann_window(c["n_fft"], device=out["head.out.weight"].device)
+        return out

@@ -7,7 +7,7 @@
 
 from zoo.data.audio import AUDIO_EXTENSIONS, AudioFolder, load_audio, resample
 from zoo.data.common import SeededDataset, TarMember, UnreadableFileError, item_seed, list_files
-from zoo.data.factory import DATASETS, build_dataset
+from zoo.data.factory import DATASETS, build_dataset, register_dataset
 from zoo.data.image import IMAGE_EXTENSIONS, ImageFolder, load_image
 from zoo.data.samples import SAMPLES_DIR, sample_audio, sample_image, sample_path
 from zoo.data.shards import tar_shards, write_tar_shards
@@ -30,6 +30,7 @@ __all__ = [
     "list_files",
     "load_audio",
     "load_image",
+    "register_dataset",
     "resample",
     "sample_audio",
     "sample_image",

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 import torch
 
 from zoo.data.common import SeededDataset, TarMember, open_item
+from zoo.data.factory import register_dataset
 from zoo.data.transforms import fit_length, peak_normalize, random_segment
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioFolder", "load_audio", "resample"]
@@ -49,6 +50,7 @@ def load_audio(item: str | Path | TarMember | BinaryIO, sample_rate: int | None 
     return wav, sr
 
 
+@register_dataset("audio_folder", path_arg="root")
 class AudioFolder(SeededDataset):
     """Sound files under `root` (recursive), decoded with soundfile, resampled, cut and gain-normalised.
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from zoo.data.common import SeededDataset, TarMember, open_item
+from zoo.data.factory import register_dataset
 from zoo.data.transforms import CROPS, crop_box, crop_image, to_tensor
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "load_image"]
@@ -29,6 +30,7 @@ def load_image(item: str | Path | TarMember, min_side: int | None = None) -> Ima
         return im.convert("RGB")
 
 
+@register_dataset("image_folder", path_arg="root")
 class ImageFolder(SeededDataset):
     """Pictures under `root` (recursive), cropped to `image_size` squares.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import tarfile
 from collections.abc import Sequence
@@ -10,11 +11,17 @@ from typing import Any
 
 from zoo.data.audio import AUDIO_EXTENSIONS, AudioFolder
 from zoo.data.common import SeededDataset, list_tar_members
+from zoo.data.factory import register_dataset
 from zoo.data.image import IMAGE_EXTENSIONS, ImageFolder
 
 __all__ = ["tar_shards", "write_tar_shards"]
 
+# what a recipe may set: the folder types' options (their `root` aside) and the shard options
+_TAR_ARGS = (set(inspect.signature(ImageFolder).parameters) | set(inspect.signature(AudioFolder).parameters)
+             | {"shards", "modality", "extensions"}) - {"root", "files"}
 
+
+@register_dataset("tar_shards", path_arg="shards", accepts=_TAR_ARGS)
 def tar_shards(shards: str | Path | Sequence[str | Path], modality: str = "image",
                extensions: Sequence[str] | None = None, **kwargs: Any) -> SeededDataset:
     """A dataset over the image or audio members of uncompressed tar shards.

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from zoo.data.common import item_seed
+from zoo.data.factory import register_dataset
 
 __all__ = ["SyntheticAudio", "SyntheticImage", "synthetic_audio", "synthetic_image"]
 
@@ -99,6 +100,7 @@ def synthetic_image(size: int, g: torch.Generator) -> torch.Tensor:
     return img.clamp(0, 1)
 
 
+@register_dataset("synthetic_image")
 class SyntheticImage(_SyntheticDataset):
     """`num_items` synthetic scenes [3, image_size, image_size] in [0, 1]; item i depends only on (seed, i)."""
 
@@ -200,6 +202,7 @@ def synthetic_audio(num_samples: int, sample_rate: int, g: torch.Generator) -> t
     return (wav * (10 ** (peak_db / 20) / wav.abs().max().clamp_min(1e-6))).clamp(-1, 1)
 
 
+@register_dataset("synthetic_audio")
 class SyntheticAudio(_SyntheticDataset):
     """`num_items` synthetic mono clips [num_samples] in [-1, 1]; item i depends only on (seed, i)."""
 

@@ -2,6 +2,7 @@
 optional DistillMOS and ViSQOL) and codebook usage; `evaluate` runs them over a folder (`zoo eval`).
 
     from zoo.metrics import psnr, ssim, FID, perturb_tokens
+    from zoo.metrics import METRICS, register_metric   # the per-item metric table (zoo.metrics.table)
     from zoo.metrics.evaluate import evaluate
 """
 
@@ -18,12 +19,15 @@ from zoo.metrics.pfid import (
     perturb_ids,
     perturb_tokens,
 )
+from zoo.metrics.table import DEFAULT_METRICS, METRICS, metrics_for, register_metric
 
 __all__ = [
     "CodebookUsage",
+    "DEFAULT_METRICS",
     "FID",
     "FeatureStats",
     "InceptionV3",
+    "METRICS",
     "MetricUnavailable",
     "PFID_ALPHA",
     "PFID_DELTA",
@@ -31,11 +35,13 @@ __all__ = [
     "expected_change_rate",
     "frechet_distance",
     "mel_distance",
+    "metrics_for",
     "perturb_batch",
     "perturb_ids",
     "perturb_tokens",
     "pesq",
     "psnr",
+    "register_metric",
     "si_sdr",
     "ssim",
     "stft_distance",

@@ -20,21 +20,12 @@ import torch
 
 from zoo.api import Tokenizer, Tokens
 from zoo.io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, find_files, read_audio, read_image, write_audio
-from zoo.metrics.audio import (
-    PESQ_RATES,
-    MetricUnavailable,
-    mel_distance,
-    pesq,
-    resample,
-    si_sdr,
-    stft_distance,
-    stoi,
-)
+from zoo.metrics.audio import PESQ_RATES, MetricUnavailable, pesq, resample, stoi
 from zoo.metrics.codebook import CodebookUsage
 from zoo.metrics.fid import FID, FeatureStats, frechet_distance, sqrt_factor
-from zoo.metrics.image import psnr, ssim
 from zoo.metrics.pfid import PFID_ALPHA, PFID_DELTA, count_changes, expected_change_rate, perturb_tokens
 from zoo.metrics.report import write_markdown, write_spectrogram_png
+from zoo.metrics.table import METRICS
 
 __all__ = ["AUDIO_EXTRAS", "evaluate"]
 
@@ -254,7 +245,7 @@ def _evaluate_images(tok, shard, out_dir, accelerator, *, batch_size, seed, fid,
                 changed += torch.tensor(count_changes(tokens, noisy), dtype=torch.float64, device=device)
                 if fid_state is not None:
                     perturbed = tok.decode(noisy, **_decode_kwargs(tok, generator)).float().clamp(0, 1)
-            values = {"psnr": psnr(x, recon), "ssim": ssim(x, recon)}
+            values = {name: METRICS.get(name)(x, recon, None) for name in ("psnr", "ssim")}
             if lpips_metric is not None:
                 values["lpips"] = lpips_metric(x, recon)
             if fid_state is not None:
@@ -374,6 +365,7 @@ def _evaluate_audio(tok, shard, out_dir, accelerator, *, batch_size, seed, pesq_
     paths = dict(shard)
     usage, usage_reason = _codebook_state(tok, device)
     records, written = [], 0
+    si_sdr, mel_distance, stft_distance = (METRICS.get(name) for name in ("si_sdr", "mel_distance", "stft_distance"))
     for group in _progress(accelerator, _audio_groups(shard, clips, batch_size), progress,
                            f"eval {tok.name or tok.family}"):
         x = torch.cat([clips[i] for i in group]).to(device)
@@ -390,9 +382,9 @@ def _evaluate_audio(tok, shard, out_dir, accelerator, *, batch_size, seed, pesq_
         for j, index in enumerate(group):
             ref, est = x[j], y[j]
             record = {"index": index, "file": str(paths[index]), "seconds": ref.shape[-1] / rate}
-            record["si_sdr"] = float(si_sdr(ref, est))
+            record["si_sdr"] = float(si_sdr(ref, est, rate))
             _score_clip("mel_distance", lambda: float(mel_distance(ref, est, rate)[0]), record)
-            _score_clip("stft_distance", lambda: float(stft_distance(ref, est)[0]), record)
+            _score_clip("stft_distance", lambda: float(stft_distance(ref, est, rate)[0]), record)
             _score_clip("stoi", lambda: stoi(ref, est, rate), record)
             _score_clip("pesq", lambda: pesq(ref, est, rate, mode=pesq_mode), record)
             if "distillmos" in audio_extras:

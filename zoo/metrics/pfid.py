@@ -1,5 +1,5 @@
-"""Token perturbation of "Robust Latent Matters" (Qiu et al. 2025, https://arxiv.org/abs/2503.08354): pFID and the
-matching training augmentation.
+"""pFID of "Robust Latent Matters" (Qiu et al. 2025, https://arxiv.org/abs/2503.08354): token perturbation over a
+tokenizer's codebooks (the perturbation itself lives in `zoo.quant.perturb`, beside the quantisers).
 
 Each token is, with probability `alpha`, replaced by a uniform pick among the `delta` nearest entries of its
 codebook (the token itself included, so the expected change rate is alpha * (delta - 1) / delta). Decoding the
@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from zoo.api import Codebook, Tokens
+from zoo.quant import perturb as _quant
 
 __all__ = [
     "PFID_ALPHA",
@@ -34,13 +35,6 @@ PFID_ALPHA = 0.5
 PFID_DELTA = 100
 
 
-def _check_rate(alpha: float, delta: int) -> None:
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha (per-token replacement probability) must be in [0, 1], got {alpha}")
-    if isinstance(delta, bool) or not isinstance(delta, int) or delta < 1:
-        raise ValueError(f"delta (number of nearest codes to pick from) must be an int >= 1, got {delta!r}")
-
-
 def expected_change_rate(alpha: float, delta: int, codebook_size: int | None = None) -> float:
     """alpha * (k - 1) / k with k = min(delta, codebook_size): the fraction of ids that change on average."""
     k = delta if codebook_size is None else min(delta, codebook_size)
@@ -55,31 +49,8 @@ def perturb_ids(
     generator: torch.Generator | None = None,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Return a copy of `ids` where each id is, with probability `alpha`, a uniform pick among its
-    `min(delta, codebook.size)` nearest codes (itself included).
-
-    Args:
-        ids: LongTensor of any shape holding ids of `codebook`.
-        codebook: any `zoo.api.Codebook` (explicit table or implicit grid); its `neighbors(ids, k)` is used.
-        generator: makes the draw reproducible; it must live on `ids.device`.
-        mask: optional bool tensor like `ids`; False positions (padding) are never changed.
-    """
-    _check_rate(alpha, delta)
-    k = min(delta, codebook.size)
-    if alpha == 0 or k == 1 or ids.numel() == 0:
-        return ids.clone()
-    neighbors = codebook.neighbors(ids, k)
-    if neighbors.shape != (*ids.shape, k):
-        raise ValueError(
-            f"{codebook!r}.neighbors(ids, {k}) returned shape {tuple(neighbors.shape)}, expected "
-            f"{(*ids.shape, k)}"
-        )
-    choice = torch.randint(k, ids.shape, generator=generator, device=ids.device)
-    candidate = neighbors.gather(-1, choice.unsqueeze(-1)).squeeze(-1).to(ids.dtype)
-    replace = torch.rand(ids.shape, generator=generator, device=ids.device) < alpha
-    if mask is not None:
-        replace &= mask.to(ids.device, torch.bool)
-    return torch.where(replace, candidate, ids)
+    """`zoo.quant.perturb_ids` for a tokenizer's `Codebook` (`tok.codebooks[k]`)."""
+    return _quant.perturb_ids(ids, codebook.quantizer, alpha, delta, generator, mask)
 
 
 def _columns(tokens: Tokens, codebooks: Sequence[Codebook]) -> list[tuple[int | None, Codebook]]:
@@ -126,17 +97,8 @@ def perturb_batch(
     delta: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Training option: perturb only the first floor(beta * B) samples of an id batch `[B, ...]` (as the paper's
-    `add_perturbation`); the rest are returned unchanged. Apply it after the VQ / commitment losses so that it only
-    affects the reconstruction, perceptual and GAN losses (paper README).
-    """
-    if not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta (fraction of the batch to perturb) must be in [0, 1], got {beta}")
-    count = int(ids.shape[0] * beta)
-    out = ids.clone()
-    if count:
-        out[:count] = perturb_ids(ids[:count], codebook, alpha, delta, generator)
-    return out
+    """`zoo.quant.perturb_batch` for a tokenizer's `Codebook`: perturb the first floor(beta * B) samples."""
+    return _quant.perturb_batch(ids, codebook.quantizer, beta, alpha, delta, generator)
 
 
 def count_changes(before: Tokens | torch.Tensor, after: Tokens | torch.Tensor) -> tuple[int, int]:

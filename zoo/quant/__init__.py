@@ -4,6 +4,7 @@
     vq = VectorQuantizer(16384, 8, metric="cosine", rotation_trick=True)   # GigaTok / LlamaGen style
     out = vq(z)                      # z channels-last [..., 8]
     out.quantized, out.ids, out.losses["commitment"], out.stats["usage"]
+    ids = vq.assign(z)               # the side-effect-free way from latents to ids (what every encode uses)
 
 Every family builds its quantiser from this package; distances and rounding run in fp32 under autocast.
 """
@@ -15,6 +16,7 @@ from zoo.quant.entropy import entropy_loss
 from zoo.quant.fsq import FSQ
 from zoo.quant.kmeans import kmeans
 from zoo.quant.output import QuantizerOutput
+from zoo.quant.perturb import perturb_batch, perturb_ids
 from zoo.quant.rotation import rotation_trick
 from zoo.quant.rvq import ResidualVQ
 from zoo.quant.stats import code_stats
@@ -30,6 +32,8 @@ __all__ = [
     "code_stats",
     "entropy_loss",
     "kmeans",
+    "perturb_batch",
+    "perturb_ids",
     "rotation_trick",
     "squared_distances",
 ]

@@ -54,6 +54,13 @@ class Quantizer(nn.Module, abc.ABC):
         """Quantise channels-last `z` `[..., dim]`; `mask` `[...]` (True = valid) excludes padding from updates."""
 
     @abc.abstractmethod
+    def assign(self, z: Tensor) -> Tensor:
+        """The ids of channels-last `z` `[..., dim]` -> LongTensor `[...]`: the one way from latents to ids.
+
+        Side-effect free: no losses, no statistics, no EMA / k-means / restart updates, in training mode too; fp32
+        under autocast; no autograd graph. `forward(z).ids` equals `assign(z)` for the same codebook state."""
+
+    @abc.abstractmethod
     def embeddings(self) -> Tensor:
         """The code vectors `[codebook_size, dim]`, as `lookup` returns them."""
 

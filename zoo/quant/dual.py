@@ -111,6 +111,20 @@ class DualCodebookVQ(Quantizer):
         shape = (*z.shape[:-1], self.codebook_size)
         return d_sem.reshape(shape), d_pix.reshape(shape)
 
+    @torch.no_grad()
+    def assign(self, z: Tensor) -> Tensor:
+        """Ids `[...]`: argmin of the weighted sum of the semantic and pixel distances (first index on ties)."""
+        self._check_input(z)
+        with fp32(z.device):
+            semantic, pixel = self._split(z.reshape(-1, self.dim).float())
+            e_sem, e_pix = self.codebooks()
+            ids = torch.empty(semantic.shape[0], dtype=torch.long, device=z.device)
+            for rows in row_chunks(semantic.shape[0], self.codebook_size):
+                dist = (self.semantic_weight * squared_distances(semantic[rows], e_sem)
+                        + self.pixel_weight * squared_distances(pixel[rows], e_pix))
+                ids[rows] = dist.argmin(-1)
+        return ids.reshape(z.shape[:-1])
+
     # ----------------------------------------------------------------- forward
 
     def forward(self, z: Tensor, mask: Tensor | None = None) -> QuantizerOutput:

@@ -112,6 +112,14 @@ class FSQ(Quantizer):
             stats = code_stats(ids, self.codebook_size, m)
         return QuantizerOutput(quantized.to(z.dtype), ids, {}, stats)
 
+    @torch.no_grad()
+    def assign(self, z: Tensor) -> Tensor:
+        """Ids `[...]` of the rounded `z` `[..., dim]` (training-time `drop_quant_p` never applies here)."""
+        self._check_input(z)
+        with fp32(z.device):
+            digits = (self.bound(z.float()).round() + (self._levels // 2).to(z.device)).long()
+        return self.digits_to_ids(digits)
+
     def embeddings(self) -> Tensor:
         """The implicit codebook `[prod(levels), dim]` (built on demand)."""
         return self.lookup(torch.arange(self.codebook_size, device=self._levels.device))

@@ -111,14 +111,33 @@ class ResidualVQ(Quantizer):
         self._check_depth_ids(ids)
         return torch.stack([self.layer(d).neighbors(ids[..., d], k) for d in range(ids.shape[-1])], dim=-2)
 
+    @torch.no_grad()
+    def assign(self, z: Tensor, depth: int | None = None) -> Tensor:
+        """Ids `[..., depth]` of `z` `[..., D]`: each depth's nearest code to the remaining residual."""
+        self._check_input(z)
+        depth = self._depth(depth)
+        with fp32(z.device):
+            residual = z.reshape(-1, self.dim).float()
+            ids_list = []
+            for k in range(depth):
+                codebook = self.layer(k).embeddings()
+                ids, _ = self.layer(k)._assign(residual, codebook)
+                ids_list.append(ids)
+                residual = residual - codebook[ids]
+        return torch.stack(ids_list, dim=-1).reshape(*z.shape[:-1], depth)
+
+    def _depth(self, depth: int | None) -> int:
+        depth = self.depth if depth is None else depth
+        if not 1 <= depth <= self.depth:
+            raise ValueError(f"depth must be in [1, {self.depth}], got {depth}")
+        return depth
+
     # ----------------------------------------------------------------- forward
 
     def forward(self, z: Tensor, mask: Tensor | None = None, depth: int | None = None) -> QuantizerOutput:
         """Quantise `z` `[..., D]` with the first `depth` codebooks (all by default): ids `[..., depth]`."""
         self._check_input(z)
-        depth = self.depth if depth is None else depth
-        if not 1 <= depth <= self.depth:
-            raise ValueError(f"depth must be in [1, {self.depth}], got {depth}")
+        depth = self._depth(depth)
         shape = z.shape
         m = self._flat_mask(mask, shape)
         with fp32(z.device):

@@ -8,9 +8,9 @@ from torch import Tensor, nn
 
 from zoo.quant import entropy as _entropy
 from zoo.quant._dist import all_reduce_sum_, broadcast_
-from zoo.quant.base import Quantizer, fp32, row_chunks, straight_through
+from zoo.quant.base import Quantizer, fp32, straight_through
 from zoo.quant.distance import DISTANCE_FORMS, squared_distances
-from zoo.quant.kmeans import kmeans, sample_vectors
+from zoo.quant.kmeans import kmeans, nearest_code, sample_vectors
 from zoo.quant.output import QuantizerOutput
 from zoo.quant.rotation import rotation_trick
 from zoo.quant.stats import code_stats
@@ -158,6 +158,15 @@ class VectorQuantizer(Quantizer):
             d = squared_distances(x, self.embeddings(), self.distance_form)
         return d.reshape(*z.shape[:-1], self.codebook_size)
 
+    @torch.no_grad()
+    def assign(self, z: Tensor) -> Tensor:
+        """Nearest-code ids `[...]` of `z` `[..., D]` (first index on ties); nothing is updated."""
+        self._check_input(z)
+        with fp32(z.device):
+            x = self._prepare(z.reshape(-1, self.dim).float())
+            ids, _ = self._assign(x, self.embeddings())
+        return ids.reshape(z.shape[:-1])
+
     # ----------------------------------------------------------------- forward
 
     def forward(self, z: Tensor, mask: Tensor | None = None) -> QuantizerOutput:
@@ -196,12 +205,7 @@ class VectorQuantizer(Quantizer):
             dist = squared_distances(x, codebook, self.distance_form)
             return dist.detach().argmin(-1), dist
         with torch.no_grad():
-            x, codebook = x.detach(), codebook.detach()
-            codes_sq = codebook.pow(2).sum(-1)
-            ids = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-            for rows in row_chunks(x.shape[0], self.codebook_size):
-                ids[rows] = squared_distances(x[rows], codebook, self.distance_form, codes_sq).argmin(-1)
-        return ids, None
+            return nearest_code(x.detach(), codebook.detach(), self.distance_form), None
 
     @torch.no_grad()
     def _maybe_kmeans_init(self, x: Tensor, mask: Tensor | None) -> None:

@@ -178,32 +178,59 @@ class Trainer:
                           generator=generator, pin_memory=torch.cuda.is_available())
 
     def _setup(self) -> None:
+        """Build everything a run needs, in this order (the order fixes what the seeded RNG draws go to, so a resumed
+        run rebuilds exactly what the interrupted one had)."""
         from accelerate.utils import set_seed
 
-        cfg = self.cfg
-        import_extras(cfg.imports)
-        self.checkpoint = find_checkpoint(cfg.train.resume, self.output_dir)
-        if self.checkpoint is None and cfg.train.resume is None:
+        import_extras(self.cfg.imports)
+        self._check_run_folder()
+        self._check_data_paths()  # fail before anything slow is built
+        set_seed(self.cfg.train.seed)  # identical model/objective initialisation on every process
+        objective = self._build_objective()
+        model = self._build_model()
+        self._build_accelerator(model)
+        self._attach_objective(objective, model)
+        train_set, val_set = self._build_datasets(model)
+        train_dl = self._build_train_loader(train_set)
+        self._prepare(model, self._build_optimizers(model), train_dl)
+        self.val_dl = self._build_val_loader(val_set)
+        self.ema = self._build_ema()
+        self._restore_or_seed()
+        self._write_run_header()
+
+    def _check_run_folder(self) -> None:
+        """Find the checkpoint to resume (`train.resume`); refuse to start a fresh run over a finished or started one."""
+        resume = self.cfg.train.resume
+        self.checkpoint = find_checkpoint(resume, self.output_dir)
+        if self.checkpoint is None and resume is None:
             existing = _complete_checkpoints(self.output_dir / "checkpoints") or (self.output_dir / "final").exists()
             if existing:
                 raise FileExistsError(
                     f"{self.output_dir} already holds a run; pass resume=auto to continue it or choose another "
                     "output_dir"
                 )
-        check_path(cfg.data.train, "train")  # fail before anything slow is built
-        if cfg.data.val is not None:
-            check_path(cfg.data.val, "val")
-        set_seed(cfg.train.seed)  # identical model/objective initialisation on every process
-        objective = build_objective(cfg.objective.name, **dict(cfg.objective.kwargs))
+
+    def _check_data_paths(self) -> None:
+        check_path(self.cfg.data.train, "train")
+        if self.cfg.data.val is not None:
+            check_path(self.cfg.data.val, "val")
+
+    def _build_objective(self) -> Objective:
+        o = self.cfg.objective
+        objective = build_objective(o.name, **dict(o.kwargs))
         if not isinstance(objective, Objective):
-            raise TypeError(f"objective {cfg.objective.name!r} must be a zoo.train.Objective")
-        model = self._build_model()
-        self._build_accelerator(model)
-        acc = self.accelerator
+            raise TypeError(f"objective {o.name!r} must be a zoo.train.Objective")
+        return objective
+
+    def _attach_objective(self, objective: Objective, model: torch.nn.Module) -> None:
+        """Let the objective build what depends on the model (heads, teachers, the discriminator) on the device."""
         objective.setup(model)
-        objective.to(acc.device).train()
+        objective.to(self.accelerator.device).train()
         self.objective = objective
 
+    def _build_datasets(self, model: torch.nn.Module) -> tuple[Any, Any]:
+        """The training and (optional) validation sets, with the defaults the model implies."""
+        cfg, acc = self.cfg, self.accelerator
         defaults = model_defaults(model)
         with acc.main_process_first():
             train_set = build_dataset(cfg.data.train, defaults, "train")
@@ -214,18 +241,34 @@ class Trainer:
                 f"the training set has {len(train_set)} items, fewer than one global batch "
                 f"({cfg.train.batch_size} x {acc.num_processes} processes); lower train.batch_size or add data"
             )
-        self._data_generator = torch.Generator()
-        train_dl = self._loader(train_set, cfg.train.batch_size, True, cfg.data.train.num_workers, self._data_generator)
+        return train_set, val_set
 
-        disc = objective.discriminator
+    def _build_train_loader(self, train_set: Any) -> DataLoader:
+        cfg = self.cfg
+        self._data_generator = torch.Generator()  # reseeded per epoch by `_batches`
+        return self._loader(train_set, cfg.train.batch_size, True, cfg.data.train.num_workers, self._data_generator)
+
+    def _build_optimizers(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Optimisers and schedulers of the generator and, when the objective has one, the discriminator."""
+        cfg = self.cfg
+        disc = self.objective.discriminator
         # the discriminator parameters it trains (frozen ones, e.g. a pretrained backbone, stay frozen)
         self._disc_params = [p for p in disc.parameters() if p.requires_grad] if disc is not None else []
         opt_g = build_optimizer(model, cfg.optim.gen)
         opt_d = build_optimizer(disc, cfg.optim.disc) if disc is not None else None
-        sch_g = build_scheduler(opt_g, cfg.schedule)
-        sch_d = build_scheduler(opt_d, cfg.schedule) if disc is not None else None
+        return {
+            "disc": disc,
+            "opt_g": opt_g,
+            "opt_d": opt_d,
+            "sch_g": build_scheduler(opt_g, cfg.schedule),
+            "sch_d": build_scheduler(opt_d, cfg.schedule) if disc is not None else None,
+        }
+
+    def _prepare(self, model: torch.nn.Module, optim: dict[str, Any], train_dl: DataLoader) -> None:
+        """One `accelerator.prepare` call for everything that trains; sets model, disc, optimisers, schedulers."""
+        acc = self.accelerator
         # one prepare call, optimisers in the order of their models (what save_state/load_state pair up)
-        objects = [model, disc, opt_g, opt_d, sch_g, sch_d, train_dl]
+        objects = [model, optim["disc"], optim["opt_g"], optim["opt_d"], optim["sch_g"], optim["sch_d"], train_dl]
         present = [o for o in objects if o is not None]
         prepared = iter(acc.prepare(*present))
         model, disc, opt_g, opt_d, sch_g, sch_d, train_dl = [None if o is None else next(prepared) for o in objects]
@@ -237,26 +280,43 @@ class Trainer:
             # buffers at the second call would change tensors the first call saved for backward. D only ever runs
             # in train mode (batch statistics), so per-process running statistics change nothing.
             disc.broadcast_buffers = False
-        objective.attach_discriminator(disc)
-        self.val_dl = None
-        if val_set is not None:
-            metric_functions(getattr(model, "modality", "image"), list(cfg.eval.metrics))  # unknown names fail now
-            if cfg.eval.max_samples is not None and len(val_set) > cfg.eval.max_samples:
-                val_set = Subset(val_set, range(cfg.eval.max_samples))  # the same items at every evaluation
-            batch = cfg.eval.batch_size or cfg.train.batch_size
-            self.val_dl = acc.prepare(self._loader(val_set, batch, False, cfg.data.val.num_workers, torch.Generator()))
+        self.objective.attach_discriminator(disc)
 
-        self.ema = None
-        if cfg.train.ema_decay is not None:
-            if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
-                raise ValueError(f"train.ema_decay is not supported with {acc.distributed_type.name}; use DDP")
-            self.ema = EMA(self.raw_model, cfg.train.ema_decay).to(acc.device)
-            acc.register_for_checkpointing(self.ema)
+    def _build_val_loader(self, val_set: Any) -> DataLoader | None:
+        """The prepared validation loader (the first `eval.max_samples` items), or None without a validation set."""
+        cfg = self.cfg
+        if val_set is None:
+            return None
+        # unknown metric names fail now, not at the first evaluation
+        metric_functions(getattr(self.raw_model, "modality", "image"), list(cfg.eval.metrics))
+        if cfg.eval.max_samples is not None and len(val_set) > cfg.eval.max_samples:
+            val_set = Subset(val_set, range(cfg.eval.max_samples))  # the same items at every evaluation
+        batch = cfg.eval.batch_size or cfg.train.batch_size
+        return self.accelerator.prepare(self._loader(val_set, batch, False, cfg.data.val.num_workers,
+                                                     torch.Generator()))
+
+    def _build_ema(self) -> EMA | None:
+        acc, decay = self.accelerator, self.cfg.train.ema_decay
+        if decay is None:
+            return None
+        if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
+            raise ValueError(f"train.ema_decay is not supported with {acc.distributed_type.name}; use DDP")
+        ema = EMA(self.raw_model, decay).to(acc.device)
+        acc.register_for_checkpointing(ema)
+        return ema
+
+    def _restore_or_seed(self) -> None:
+        """Load the checkpoint (weights, optimisers, RNG states, step) or, for a fresh run, seed each process."""
+        from accelerate.utils import set_seed
 
         if self.checkpoint is not None:
             self._load(self.checkpoint)
         else:
-            set_seed(cfg.train.seed, device_specific=True)  # from here on each process draws its own randomness
+            set_seed(self.cfg.train.seed, device_specific=True)  # from here on each process draws its own randomness
+
+    def _write_run_header(self) -> None:
+        """recipe.yaml, the logs trimmed to the resumed step, and the trackers."""
+        acc, cfg = self.accelerator, self.cfg
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(cfg))

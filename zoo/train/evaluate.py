@@ -13,29 +13,18 @@ from typing import Any
 
 import torch
 
-from zoo.metrics.audio import mel_distance, si_sdr, stft_distance
 from zoo.metrics.codebook import CodebookUsage
-from zoo.metrics.image import psnr, ssim
+from zoo.metrics.table import DEFAULT_METRICS, metrics_for
 from zoo.train.objectives.base import split_batch
 from zoo.train.objectives.reconstruction import align_signals
 
 __all__ = ["DEFAULT_METRICS", "metric_functions", "validate", "write_samples"]
 
-# per-item metrics: name -> fn(reference [B,...], estimate [B,...], sample_rate) -> [B]
-DEFAULT_METRICS = {"image": ("psnr", "ssim"), "face": ("psnr", "ssim"), "audio": ("si_sdr", "mel_distance")}
-_METRICS: dict[str, dict[str, Callable]] = {
-    "image": {"psnr": lambda r, e, sr: psnr(r, e), "ssim": lambda r, e, sr: ssim(r, e)},
-    "audio": {
-        "si_sdr": lambda r, e, sr: si_sdr(r, e),
-        "mel_distance": lambda r, e, sr: mel_distance(r, e, sample_rate=sr),
-        "stft_distance": lambda r, e, sr: stft_distance(r, e),
-    },
-}
-
 
 def metric_functions(modality: str, names: list[str] | tuple[str, ...] | None = None) -> dict[str, Callable]:
-    """The per-item metric functions for a modality (its defaults when `names` is empty or None)."""
-    table = _METRICS["audio" if modality == "audio" else "image"]
+    """The per-item metric functions `fn(reference, estimate, sample_rate) -> [B]` for a modality, from the table of
+    `zoo.metrics.table` (its defaults, `DEFAULT_METRICS`, when `names` is empty or None)."""
+    table = metrics_for(modality)
     names = list(names) if names else list(DEFAULT_METRICS.get(modality, ()))
     unknown = [n for n in names if n not in table]
     if unknown:

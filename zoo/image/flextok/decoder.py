@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.image.flextok.layers import PatchPosEmbed, block_kwargs, patchify, plain_norm, unpatchify
+from zoo.image.flextok.layers import PatchPosEmbed, TrunkOptions, patchify, plain_norm, unpatchify
 from zoo.nn.adaln import AdaLNHead, AdaLNZeroBlock
 from zoo.nn.posemb import TimestepEmbedder
 
@@ -40,12 +40,7 @@ class FlexTokDecoder(nn.Module):
         depth: int,
         head_dim: int,
         num_registers: int,
-        mlp_ratio: float = 4.0,
-        gated_mlp: bool = True,
-        qkv_bias: bool = False,
-        proj_bias: bool = False,
-        mlp_bias: bool = False,
-        qk_norm: bool = True,
+        trunk: TrunkOptions | None = None,
         posemb: str = "sincos",
         posemb_size: int | None = None,
         register_posemb: str = "learnable",
@@ -83,7 +78,7 @@ class FlexTokDecoder(nn.Module):
         self.patch_embed = nn.Linear(in_channels * patch_size**2, dim)
         self.pos_embed = PatchPosEmbed(posemb, dim, grid, posemb_size)
         self.time_embed = TimestepEmbedder(dim, freq_dim=freq_dim, max_period=256.0, freq_scale=1000.0 / max_timestep)
-        kw = block_kwargs(dim, head_dim, mlp_ratio, gated_mlp, qkv_bias, proj_bias, mlp_bias, qk_norm, adaln_groups)
+        kw = (trunk or TrunkOptions()).block_kwargs(dim, head_dim, adaln_groups)
         self.blocks = nn.ModuleList(AdaLNZeroBlock(dim, **kw) for _ in range(depth))
         out_dim = in_channels * patch_size**2
         if head_adaln:

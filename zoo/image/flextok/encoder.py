@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.image.flextok.layers import PatchPosEmbed, block_kwargs, patchify, plain_norm
+from zoo.image.flextok.layers import PatchPosEmbed, TrunkOptions, patchify, plain_norm
 from zoo.nn.transformer import Block
 
 ENCODER_MASKS = ("causal_last", "causal", "full")
@@ -44,12 +44,7 @@ class FlexTokEncoder(nn.Module):
         head_dim: int,
         num_registers: int,
         code_dim: int,
-        mlp_ratio: float = 4.0,
-        gated_mlp: bool = True,
-        qkv_bias: bool = False,
-        proj_bias: bool = False,
-        mlp_bias: bool = False,
-        qk_norm: bool = True,
+        trunk: TrunkOptions | None = None,
         mask: str = "causal_last",
         posemb: str = "sincos",
         posemb_size: int | None = None,
@@ -62,7 +57,7 @@ class FlexTokEncoder(nn.Module):
         self.patch_embed = nn.Linear(in_channels * patch_size**2, dim)
         self.pos_embed = PatchPosEmbed(posemb, dim, grid, posemb_size)
         self.registers = nn.Parameter(torch.randn(num_registers, dim) * 0.02)
-        kw = block_kwargs(dim, head_dim, mlp_ratio, gated_mlp, qkv_bias, proj_bias, mlp_bias, qk_norm)
+        kw = (trunk or TrunkOptions()).block_kwargs(dim, head_dim)
         self.blocks = nn.ModuleList(Block(dim, **kw) for _ in range(depth))
         self.norm = plain_norm(dim)
         self.to_latents = nn.Linear(dim, code_dim)

@@ -1,6 +1,8 @@
-"""FlexTok building blocks: patchify, the patch positional embedding and the transformer block options."""
+"""FlexTok building blocks: patchify, the patch positional embedding and the shared transformer options."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -11,36 +13,51 @@ from zoo.nn.posemb import sincos_2d
 PATCH_POSEMBS = ("sincos", "learnable_sum", "learnable_prod", "none")
 
 
-def block_kwargs(
-    dim: int, head_dim: int, mlp_ratio: float, gated_mlp: bool, qkv_bias: bool, proj_bias: bool, mlp_bias: bool,
-    qk_norm: bool, adaln_groups: int = 0,
-) -> dict:
-    """Options of a FlexTok transformer block for `zoo.nn.Block` (or, with `adaln_groups`, `zoo.nn.AdaLNZeroBlock`):
-    parameter-free fp32 LayerNorms (eps 1e-5), qk-norm over head_dim, SwiGLU (hidden `int(2 * int(dim * ratio) / 3)`)
-    and the muP softmax scale `8 / head_dim`."""
-    if dim % head_dim:
-        raise ValueError(f"transformer dim ({dim}) must be a multiple of head_dim ({head_dim})")
-    attention = {
-        "head_dim": head_dim,
-        "qkv_bias": qkv_bias,
-        "fused_qkv": True,
-        "proj_bias": proj_bias,
-        "qk_norm": "fp32_layernorm" if qk_norm else None,
-        "qk_norm_affine": False,
-        "qk_norm_eps": 1e-5,
-        # muP attention scale (https://arxiv.org/abs/2203.03466); equals head_dim ** -0.5 only for head_dim 64
-        "scale": 8.0 / head_dim,
-    }
-    common = {
-        "num_heads": dim // head_dim, "mlp_ratio": mlp_ratio, "mlp": "swiglu" if gated_mlp else "mlp", "act": "silu",
-        "mlp_bias": mlp_bias, "norm": "fp32_layernorm", "norm_eps": 1e-5, "norm_affine": False,
-    }
-    if adaln_groups:
-        # FlexTok's chunk order differs from DiT's
-        order = ("gate_msa", "gate_mlp", "shift_msa", "scale_msa", "shift_mlp", "scale_mlp")
-        return dict(common, chunk_order=order, num_cond_groups=adaln_groups, attention_kwargs=attention)
-    attention["attn_scale"] = attention.pop("scale")
-    return dict(common, norm_bias=False, **attention)
+@dataclass(frozen=True)
+class TrunkOptions:
+    """The transformer block options FlexTok's encoder and decoder share (one place, one set of defaults).
+
+    Attributes:
+        mlp_ratio: MLP hidden width over the model width.
+        gated_mlp: SwiGLU (hidden `int(2 * int(dim * ratio) / 3)`) instead of a GELU-free 2-layer MLP.
+        qkv_bias, proj_bias, mlp_bias: biases of the attention projections and MLP layers (all off in the releases).
+        qk_norm: parameter-free fp32 LayerNorm on queries and keys over head_dim.
+    """
+
+    mlp_ratio: float = 4.0
+    gated_mlp: bool = True
+    qkv_bias: bool = False
+    proj_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = True
+
+    def block_kwargs(self, dim: int, head_dim: int, adaln_groups: int = 0) -> dict:
+        """Options of a FlexTok block for `zoo.nn.Block` (or, with `adaln_groups`, `zoo.nn.AdaLNZeroBlock`):
+        parameter-free fp32 LayerNorms (eps 1e-5), qk-norm, the chosen MLP and the muP softmax scale
+        `8 / head_dim`."""
+        if dim % head_dim:
+            raise ValueError(f"transformer dim ({dim}) must be a multiple of head_dim ({head_dim})")
+        attention = {
+            "head_dim": head_dim,
+            "qkv_bias": self.qkv_bias,
+            "fused_qkv": True,
+            "proj_bias": self.proj_bias,
+            "qk_norm": "fp32_layernorm" if self.qk_norm else None,
+            "qk_norm_affine": False,
+            "qk_norm_eps": 1e-5,
+            # muP attention scale (https://arxiv.org/abs/2203.03466); equals head_dim ** -0.5 only for head_dim 64
+            "scale": 8.0 / head_dim,
+        }
+        common = {
+            "num_heads": dim // head_dim, "mlp_ratio": self.mlp_ratio, "mlp": "swiglu" if self.gated_mlp else "mlp",
+            "act": "silu", "mlp_bias": self.mlp_bias, "norm": "fp32_layernorm", "norm_eps": 1e-5, "norm_affine": False,
+        }
+        if adaln_groups:
+            # FlexTok's chunk order differs from DiT's
+            order = ("gate_msa", "gate_mlp", "shift_msa", "scale_msa", "shift_mlp", "scale_mlp")
+            return dict(common, chunk_order=order, num_cond_groups=adaln_groups, attention_kwargs=attention)
+        attention["attn_scale"] = attention.pop("scale")
+        return dict(common, norm_bias=False, **attention)
 
 
 def plain_norm(dim: int) -> Fp32LayerNorm:

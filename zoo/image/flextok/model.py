@@ -18,6 +18,7 @@ from torch import nn
 from zoo.api import Codebook, ForwardOutput, ImageTokenizer, Tokens
 from zoo.image.flextok.decoder import FlexTokDecoder
 from zoo.image.flextok.encoder import FlexTokEncoder
+from zoo.image.flextok.layers import TrunkOptions
 from zoo.image.flextok.sampling import Guidance, euler_sample
 from zoo.quant import FSQ
 from zoo.registry import register_family
@@ -164,18 +165,17 @@ class FlexTok(ImageTokenizer):
         self.cond_dropout = cond_dropout
         self.time_sampling, self.time_mean, self.time_std = time_sampling, time_mean, time_std
         self.time_mode_scale = time_mode_scale
-        trunk = {"mlp_ratio": mlp_ratio, "gated_mlp": gated_mlp, "qkv_bias": qkv_bias, "proj_bias": proj_bias,
-                     "mlp_bias": mlp_bias, "qk_norm": qk_norm, "posemb_size": posemb_size}
+        trunk = TrunkOptions(mlp_ratio, gated_mlp, qkv_bias, proj_bias, mlp_bias, qk_norm)
         self.encoder = FlexTokEncoder(
             self.latent_channels, patch_size, grid, encoder_dim, encoder_depth, encoder_head_dim, num_registers,
-            len(levels), mask=encoder_mask, posemb=encoder_posemb, **trunk,
+            len(levels), mask=encoder_mask, posemb=encoder_posemb, posemb_size=posemb_size, trunk=trunk,
         )
         self.quantizer = FSQ(levels)
         self.decoder = FlexTokDecoder(
             self.latent_channels, patch_size, grid, len(levels), decoder_dim, decoder_depth, decoder_head_dim,
             num_registers, posemb=decoder_posemb, register_posemb=register_posemb, null_cond=null_cond,
             adaln_groups=adaln_groups, head_adaln=head_adaln, freq_dim=freq_dim, max_timestep=max_timestep,
-            repa_layer=repa_layer, repa_dim=repa_dim, repa_hidden=repa_hidden, **trunk,
+            repa_layer=repa_layer, repa_dim=repa_dim, repa_hidden=repa_hidden, posemb_size=posemb_size, trunk=trunk,
         )
 
     # -- contract ------------------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ class FlexTok(ImageTokenizer):
         ks = self._num_tokens(num_tokens, x.shape[0])
         latents = self.vae_encode(x * 2 - 1, generator)
         z = self.encoder(latents, num_registers=max(ks))
-        ids = self.quantizer(z[:, : max(ks)]).ids
+        ids = self.quantizer.assign(z[:, : max(ks)])
         lengths = torch.tensor(ks, device=ids.device)
         ids = ids.masked_fill(torch.arange(ids.shape[1], device=ids.device)[None] >= lengths[:, None], 0)
         return Tokens(ids, lengths, (ids.shape[1],), {"image_size": self.image_size})

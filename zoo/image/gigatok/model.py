@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.api import Codebook, ForwardOutput, ImageTokenizer, Tokens
+from zoo.quant.perturb import perturb_batch
 from zoo.quant.vq import VectorQuantizer
 from zoo.registry import register_family
 
@@ -218,7 +219,7 @@ class GigaTok(ImageTokenizer):
         """Images `[B, 3, S, S]` in [0, 1] -> `Tokens` with ids `[B, N]`."""
         x = self.check_input(x)
         _, latents = self.encode_features(x * 2 - 1)
-        ids = self.quantizer(latents).ids
+        ids = self.quantizer.assign(latents)
         return Tokens(ids, layout=self.layout, meta={"image_size": self.image_size})
 
     def decode(self, tokens: Tokens) -> torch.Tensor:
@@ -260,13 +261,11 @@ class GigaTok(ImageTokenizer):
         quantized = q.quantized
         ids = q.ids
         if perturbation:
-            from zoo.metrics.pfid import perturb_batch
-
             unknown = set(perturbation) - {"alpha", "beta", "delta"}
             if unknown:
                 raise ValueError(f"perturbation takes alpha, beta and delta, got unknown keys {sorted(unknown)}")
             ids = perturb_batch(
-                q.ids, self.codebook, float(perturbation.get("beta", 0.1)), float(perturbation.get("alpha", 0.5)),
+                q.ids, self.quantizer, float(perturbation.get("beta", 0.1)), float(perturbation.get("alpha", 0.5)),
                 int(perturbation.get("delta", 100)), generator,
             )
             quantized = quantized + (self.quantizer.lookup(ids).to(quantized.dtype) - quantized).detach()

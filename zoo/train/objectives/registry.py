@@ -1,70 +1,53 @@
-"""Objectives by name: `@register_objective("name")` on an `Objective` subclass, `build_objective(name, **kw)`."""
+"""Objectives by name: `@register_objective("name")` on an `Objective` subclass, `build_objective(name, **kw)`.
+
+The table is a `zoo.plugins.Registry`: a family's objective is one decorated class in a module of
+`zoo.train.objectives` (found on the first lookup), or in a module a recipe lists under `imports`.
+"""
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["build_objective", "get_objective", "list_objectives", "register_objective"]
+from zoo.plugins import Registry
 
-_OBJECTIVES: dict[str, type] = {}
-_DISCOVERED = False
+__all__ = ["OBJECTIVES", "build_objective", "get_objective", "list_objectives", "register_objective"]
+
+OBJECTIVES: Registry[type] = Registry("objective", packages=("zoo.train.objectives",))
 
 
 def register_objective(name: str) -> Callable[[type], type]:
     """Class decorator: make an `Objective` subclass buildable from a recipe as `objective.name: <name>`."""
+    register = OBJECTIVES.register(name)
 
     def decorate(cls: type) -> type:
         from zoo.train.objectives.base import Objective
 
         if not (isinstance(cls, type) and issubclass(cls, Objective)):
             raise TypeError(f"register_objective({name!r}) expects an Objective subclass, got {cls!r}")
-        if name in _OBJECTIVES and _OBJECTIVES[name].__qualname__ != cls.__qualname__:
-            raise ValueError(f"objective {name!r} is already registered by {_OBJECTIVES[name].__qualname__}")
-        _OBJECTIVES[name] = cls
+        register(cls)
         cls.objective_name = name
         return cls
 
     return decorate
 
 
-def _discover() -> None:
-    """Import every module of `zoo.train.objectives` once, so family files register themselves."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    import zoo.train.objectives as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{info.name}")
-
-
 def list_objectives() -> list[str]:
-    _discover()
-    return sorted(_OBJECTIVES)
+    return OBJECTIVES.names()
 
 
 def get_objective(name: str) -> type:
-    _discover()
-    if name not in _OBJECTIVES:
-        close = difflib.get_close_matches(name, list(_OBJECTIVES), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown objective {name!r}{hint} Registered: {', '.join(sorted(_OBJECTIVES))}")
-    return _OBJECTIVES[name]
+    """The objective class registered as `name` (KeyError with close matches and the registered names)."""
+    return OBJECTIVES.get(name)
 
 
 def build_objective(name: str, **kwargs: Any):
     """Instantiate objective `name`; unknown keyword arguments are reported with the accepted ones."""
     cls = get_objective(name)
     accepted = _accepted_kwargs(cls)
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown and accepted is not None:
+    unknown = sorted(set(kwargs) - set(accepted)) if accepted is not None else []
+    if unknown:
         raise TypeError(f"objective {name!r} got unknown kwargs {unknown}; it accepts {accepted}")
     return cls(**kwargs)
 
