@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     # One metadata key: safetensors writes the metadata map in hash order, so with two keys the same tensors
     # give files (and sha256s) that differ from run to run.
-    save_file(out, args.out, metadata={"format": "pt"})
+    from zoo.atomic import atomic_path
+
+    with atomic_path(args.out) as tmp:  # a temporary name renamed when complete: never a half-written bundle
+        save_file(out, str(tmp), metadata={"format": "pt"})
     worst = max((state[k].float() - out[k].float()).abs().max().item() for k in state if state[k].is_floating_point())
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB, max rounding {worst:.2e})")
     print(f"sha256 {sha256_file(args.out)}")

@@ -380,6 +380,18 @@ def test_tiny_models_reconstruct_through_cli(name, tmp_path):
     torch.manual_seed(0)
     if modality == "audio":
         src, out = _wav(tmp_path / "in.wav", rate=22050, seconds=0.25), tmp_path / "out.wav"
+    elif modality == "face":  # a photo with a face, found by whichever detector is installed
+        from PIL import Image
+        from skimage import data
+
+        from zoo.face.crop import _choose
+
+        try:
+            _choose("auto")
+        except RuntimeError as err:
+            pytest.skip(f"{name}: {err}")
+        src, out = tmp_path / "in.png", tmp_path / "out.png"
+        Image.fromarray(data.astronaut()).save(src)
     else:
         src, out = _png(tmp_path / "in.png", 40, 48), tmp_path / "out.png"
     args = ["-m", name, "--weights", "none", "--device", "cpu", "-q"]
@@ -388,3 +400,68 @@ def test_tiny_models_reconstruct_through_cli(name, tmp_path):
         args += ["--steps", "2"]
     assert main(["reconstruct", str(src), str(out), *args]) == 0
     assert out.exists() and out.stat().st_size > 0
+
+
+# -- folder runs: a bad file is skipped with its reason ----------------------------------------------------------------
+
+
+def test_folder_runs_skip_bad_files_with_a_reason_and_strict_stops_at_the_first(tmp_path, capsys):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(3):
+        _png(src / f"ok{i}.png", 18, 22, seed=i)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a picture")
+    (src / "empty.jpg").write_bytes(b"")
+    model_dir = tmp_path / "model"
+    zoo.load("clitoy-image-tiny", weights=None).save_pretrained(model_dir)
+    tokens_dir = tmp_path / "tokens"
+    capsys.readouterr()
+    assert main(["encode", str(src), str(tokens_dir), "-m", str(model_dir), "-q"]) == 3
+    err = capsys.readouterr().err
+    assert f"skipped {src / 'broken.png'}: ValueError: cannot read" in err
+    assert f"skipped {src / 'empty.jpg'}: ValueError: cannot read" in err
+    assert "encoded 3 of 5 file(s)" in err and "skipped 2" in err
+    assert sorted(p.name for p in tokens_dir.iterdir()) == [f"ok{i}.safetensors" for i in range(3)]
+    _assert_one_line_error(capsys, main(["encode", str(src), str(tmp_path / "t2"), "-m", str(model_dir), "-q",
+                                         "--strict"]), 1, "broken.png", "cannot read")
+
+    # decode: a truncated tokens file and tokens of another model are skipped, the rest decoded
+    (tokens_dir / "zz_truncated.safetensors").write_bytes((tokens_dir / "ok0.safetensors").read_bytes()[:40])
+    audio_model = tmp_path / "audio-model"
+    zoo.load("clitoy-audio-tiny", weights=None).save_pretrained(audio_model)
+    assert main(["encode", str(_wav(tmp_path / "a.wav")), str(tokens_dir / "other.safetensors"), "-m",
+                 str(audio_model), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(tokens_dir), str(tmp_path / "dec"), "-q"]) == 3
+    err = capsys.readouterr().err
+    assert "other.safetensors: ValueError: made by" in err and "zz_truncated.safetensors: ValueError:" in err
+    assert "truncated or corrupt" in err and "decoded 3 of 5 file(s)" in err
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == [f"ok{i}.png" for i in range(3)]
+
+    # reconstruct goes on past the bad files too; a folder where every file fails is an error
+    assert main(["reconstruct", str(src), str(tmp_path / "rec"), "-m", str(model_dir), "-q"]) == 3
+    assert len(list((tmp_path / "rec").iterdir())) == 3
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"{i}.png").write_bytes(b"junk")
+    capsys.readouterr()
+    code = main(["reconstruct", str(bad), str(tmp_path / "rec2"), "-m", str(model_dir), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "the first 3 files all failed" in err
+
+
+def test_audio_over_full_scale_and_sample_rate_bounds_through_the_cli(tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    zoo.load("clitoy-audio-tiny", weights=None).save_pretrained(model_dir)
+    t = np.arange(1600) / 16000
+    sf.write(str(tmp_path / "loud.wav"), (1.6 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000,
+             subtype="FLOAT")
+    capsys.readouterr()
+    code = main(["encode", str(tmp_path / "loud.wav"), str(tmp_path / "t.safetensors"), "-m", str(model_dir)])
+    _assert_one_line_error(capsys, code, 1, "loud.wav", "peak of 1.6", "above full scale", "--over-full-scale")
+    assert main(["encode", str(tmp_path / "loud.wav"), str(tmp_path / "t.safetensors"), "-m", str(model_dir),
+                 "--over-full-scale", "normalize", "-q"]) == 0
+    sf.write(str(tmp_path / "slow.wav"), np.zeros(100, dtype=np.float32), 1, subtype="FLOAT")
+    code = main(["encode", str(tmp_path / "slow.wav"), str(tmp_path / "s.safetensors"), "-m", str(model_dir)])
+    _assert_one_line_error(capsys, code, 1, "slow.wav's sample rate must lie in [1000, 768000] Hz, got 1")

@@ -536,3 +536,52 @@ def _inception_present() -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def test_evaluate_skips_unreadable_files_with_the_reason_or_stops_with_strict(tmp_path, capsys):
+    """One corrupt file in a folder does not lose the evaluation: it is listed with its reason and counted;
+    --strict stops at it; float audio above full scale follows --over-full-scale."""
+    import soundfile as sf
+    from accelerate import Accelerator
+
+    from zoo.metrics.cli import main
+    from zoo.metrics.evaluate import evaluate
+
+    _photos(tmp_path / "data", 3)
+    (tmp_path / "data" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "data" / "empty.jpg").write_bytes(b"")
+    tok = TinyImageVQ()
+    options = dict(accelerator=Accelerator(cpu=True), batch_size=2, fid=False, progress=False,
+                   lpips_backbone=tmp_path / "missing.pth")
+    report = evaluate(tok, tmp_path / "data", tmp_path / "out", **options)
+    assert (report["num_files"], report["num_items"], report["num_skipped"]) == (5, 3, 2)
+    assert sorted(Path(s["file"]).name for s in report["skipped"]) == ["broken.png", "empty.jpg"]
+    assert all("cannot read" in s["reason"] for s in report["skipped"])
+    assert report["metrics"]["psnr"]["n"] == 3
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["num_skipped"] == 2
+    assert "2 unreadable files skipped" in (tmp_path / "out" / "metrics.md").read_text()
+    with pytest.raises(ValueError, match="broken.png"):
+        evaluate(tok, tmp_path / "data", tmp_path / "strict", strict=True, **options)
+
+    audio = tmp_path / "audio"
+    write_audio(_speechlike(0.5, 16000, 0), audio / "a.wav", 16000)
+    loud = 1.5 * _speechlike(0.5, 16000, 1).numpy() / np.abs(_speechlike(0.5, 16000, 1).numpy()).max()
+    sf.write(str(audio / "loud.wav"), loud.astype(np.float32), 16000, subtype="FLOAT")
+    common = ["eval", "--data", str(audio), "--weights", "none", "--no-progress", "--audio-extras", "",
+              "--num-examples", "0"]
+    import zoo
+    from zoo.registry import register_family, register_model, unregister_model
+
+    register_family("metrics_tiny_audio")(type("MetricsTinyAudio", (TinyAudioFSQ,), {}))
+    register_model("metrics-tiny-audio", "metrics_tiny_audio", {}, description="test")
+    try:
+        capsys.readouterr()
+        assert main([*common, "metrics-tiny-audio", "--out", str(tmp_path / "a1")]) == 3
+        err = capsys.readouterr().err
+        assert "loud.wav" in err and "above full scale" in err and "scored 1 of 2 files" in err
+        assert main([*common, "metrics-tiny-audio", "--out", str(tmp_path / "a2"), "--over-full-scale",
+                     "normalize"]) == 0
+        assert json.loads((tmp_path / "a2" / "metrics.json").read_text())["num_items"] == 2
+    finally:
+        unregister_model("metrics-tiny-audio")
+    assert zoo.list_models("metrics-tiny-audio") == []

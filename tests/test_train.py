@@ -349,6 +349,71 @@ def test_export_only_writes_the_weights_of_a_stopped_run(tmp_path):
     _reset_accelerate()
 
 
+class _Payload:
+    """Unpickling this calls `open(marker, "w")`: it stands for any code a crafted pickle runs when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_checkpoints_hold_no_pickles_and_a_planted_pickle_never_runs(tmp_path):
+    """A GAN run with EMA checkpoints only safetensors and JSON; a malicious pickle written over any file of the
+    checkpoint, or added beside them under Accelerate's names, is refused by name on resume and on --export-only,
+    and its code never runs."""
+    import re
+    import shutil
+
+    from zoo.train import CheckpointError
+
+    gan = {"name": "gan", "kwargs": {"discriminator": "patchgan", "discriminator_kwargs": {"channels": 8,
+                                                                                          "num_layers": 1},
+                                     "disc_start": 1}}
+    cfg = _recipe(tmp_path / "run", objective=gan, schedule={"max_steps": 4}, train={"eval_every": 0,
+                                                                                    "ema_decay": 0.9})
+    _fit(cfg, "train.stop_after=2")
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_00000002"
+    names = sorted(p.name for p in checkpoint.iterdir())
+    assert {"model.safetensors", "model_1.safetensors", "optimizer.safetensors", "optimizer_1.safetensors",
+            "scheduler.safetensors", "scheduler_1.safetensors", "ema.safetensors", "rng_state_0.safetensors",
+            "trainer_state.json"} <= set(names), names
+    for name in names:
+        head = (checkpoint / name).read_bytes()[:2]
+        assert name.endswith((".safetensors", ".json")) and head[:1] != b"\x80" and head != b"PK", name
+
+    marker = tmp_path / "EXECUTED"
+    probe = tmp_path / "probe.bin"
+    torch.save(_Payload(marker), probe)
+    torch.load(probe, weights_only=False)  # the payload is live: an unpickler that trusts it runs it
+    assert marker.exists()
+    marker.unlink()
+
+    clean = tmp_path / "clean"
+    shutil.copytree(checkpoint, clean)
+    planted = names + ["custom_checkpoint_0.pkl", "optimizer.bin", "scheduler.bin", "random_states_0.pkl",
+                       "pytorch_model.bin"]
+    for name in planted:
+        shutil.rmtree(checkpoint)
+        shutil.copytree(clean, checkpoint)
+        torch.save(_Payload(marker), checkpoint / name)
+        for action in ("resume", "export"):
+            trainer = Trainer(cfg, ["resume=auto"])
+            try:
+                with pytest.raises(CheckpointError, match=re.escape(name)):
+                    trainer.export_checkpoint(tmp_path / "export") if action == "export" else trainer.fit()
+            finally:
+                _reset_accelerate()
+            assert not marker.exists(), f"{action} ran the code of a pickle planted as {name}"
+    assert not (tmp_path / "export").exists() and not (tmp_path / "run" / "final").exists()
+
+    shutil.rmtree(checkpoint)
+    shutil.copytree(clean, checkpoint)
+    resumed = _fit(cfg, "resume=auto")  # the untouched checkpoint still resumes
+    assert resumed.state.step == 4
+
+
 def test_audio_gan_with_paired_discriminator_writes_wav_samples(tmp_path):
     cfg = _recipe(
         tmp_path / "run",
@@ -443,7 +508,8 @@ def test_two_cpu_processes_train_evaluate_and_export(tmp_path):
     evals = _rows(out / "eval.jsonl")
     assert evals[-1]["step"] == 3 and evals[-1]["num_items"] == 6  # 2 processes x 2 x 2 = 8 slots, padding dropped
     checkpoint = out / "checkpoints" / "step_00000002"
-    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    assert (checkpoint / "rng_state_0.safetensors").is_file() and (checkpoint / "rng_state_1.safetensors").is_file()
+    assert all(p.suffix in (".safetensors", ".json") for p in checkpoint.iterdir())  # no pickles, EMA included
     assert json.loads((checkpoint / "trainer_state.json").read_text())["micro_batches"] == 2
     assert list((out / "logs").rglob("events.out.tfevents*"))
     assert (out / "samples" / "step_00000003.png").is_file()

@@ -255,3 +255,82 @@ def test_objective_weights_mel_commitment_and_the_conditioned_discriminators():
     torch.testing.assert_close(d_loss, 2 * d_terms["mrd_disc"])
     d_loss.backward()
     assert all(p.grad is not None for p in objective.discriminator.mrd.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------- long audio
+
+def _long_speech(repeats: int) -> torch.Tensor:
+    """The bundled speech clip repeated at changing levels: `repeats` x 3.6 s of real speech."""
+    from zoo.data.samples import sample_audio
+
+    wav, _ = sample_audio(sample_rate=24000)
+    gains = (1.0, 0.5, 0.8, 0.3, 0.9, 0.6)
+    return torch.cat([wav * gains[i % len(gains)] for i in range(repeats)], dim=-1)
+
+
+def test_long_audio_runs_in_chunks_of_bounded_size_and_matches_the_whole_clip(monkeypatch):
+    """A 14 s clip with 2 s chunks and 1 s context: no encoder or decoder call sees more than 4 s (the memory bound),
+    the ids equal the whole-clip ids, and the decoded audio matches the whole-clip decode (>= 15 dB SNR between
+    them) and is as close to the input (mel distance) as the whole-clip decode is."""
+    from zoo.metrics.audio import mel_distance
+
+    tok = zoo.load("wavtokenizer-tiny")  # the bundled weights, trained on speech
+    tok.chunk_context_seconds = 1.0
+    x = _long_speech(4)[:, : 24000 * 14]
+    longest = {"encoder": 0, "decoder": 0}
+    clip, latents = tok._encode_clip, tok.decode_latents
+
+    def spy_encoder(segment):
+        longest["encoder"] = max(longest["encoder"], segment.shape[-1])
+        return clip(segment)
+
+    def spy_decoder(z, *args, **kwargs):
+        chunking = kwargs.get("chunk_seconds", args[2] if len(args) > 2 else None)
+        if not chunking:  # a call that decodes `z` in one piece
+            longest["decoder"] = max(longest["decoder"], z.shape[1] * tok.hop_length)
+        return latents(z, *args, **kwargs)
+
+    with torch.inference_mode():
+        whole = tok.encode(x, chunk_seconds=None)
+        audio_whole = tok.decode(whole, chunk_seconds=None)
+        monkeypatch.setattr(tok, "_encode_clip", spy_encoder)
+        monkeypatch.setattr(tok, "decode_latents", spy_decoder)
+        chunked = tok.encode(x, chunk_seconds=2.0)
+        audio = tok.decode(chunked, chunk_seconds=2.0)
+    bound = (2.0 + 2 * 1.0) * 24000 + 2 * tok.hop_length  # window rounding to frames
+    assert 0 < longest["encoder"] <= bound and 0 < longest["decoder"] <= bound, longest
+    assert torch.equal(chunked.ids, whole.ids)
+    assert audio.shape == audio_whole.shape == x.shape
+    snr = 10 * torch.log10(audio_whole.square().sum() / (audio - audio_whole).square().sum())
+    assert snr > 15, f"chunked decode differs from the whole-clip decode: {snr:.1f} dB"
+    mel_whole = float(mel_distance(x, audio_whole, 24000)[0])
+    mel_chunked = float(mel_distance(x, audio, 24000)[0])
+    assert abs(mel_chunked - mel_whole) < 0.02 * mel_whole, (mel_chunked, mel_whole)
+
+
+def test_clips_within_a_chunk_are_not_chunked_and_ragged_rows_decide_alone(tiny):
+    """Default 30 s chunks leave every usual clip untouched (the fast paths and the official parity above); in a
+    ragged batch each row is chunked or not by its own length, so a row's ids never depend on its batch."""
+    tiny.chunk_context_seconds = 0.05
+    try:
+        short, long = _clip(4000, 5), _clip(24000, 6)
+        batch = torch.zeros(2, 24000)
+        batch[0, :4000], batch[1] = short, long
+        with torch.inference_mode():
+            together = tiny.encode(batch, lengths=[4000, 24000], chunk_seconds=0.2)
+            alone_short = tiny.encode(short[None], chunk_seconds=0.2)
+            alone_long = tiny.encode(long[None], chunk_seconds=0.2)
+            default = tiny.encode(long[None])
+            whole = tiny.encode(long[None], chunk_seconds=None)
+            audio = tiny.decode(together, chunk_seconds=0.2)
+            audio_short = tiny.decode(alone_short, chunk_seconds=0.2)
+        assert torch.equal(together.ids[0, :13], alone_short.ids[0])
+        assert torch.equal(together.ids[1], alone_long.ids[0])
+        assert torch.equal(default.ids, whole.ids)
+        torch.testing.assert_close(audio[0, :4000], audio_short[0], atol=1e-5, rtol=0)
+        assert (audio[0, 4000:] == 0).all()
+        for bad in (0, -1.0, float("nan"), "30"):
+            with pytest.raises((ValueError, TypeError), match="chunk_seconds"):
+                tiny.encode(short[None], chunk_seconds=bad)
+    finally:
+        tiny.chunk_context_seconds = WavTokenizer.chunk_context_seconds

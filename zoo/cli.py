@@ -11,6 +11,11 @@
 
 Every subcommand has `--help`. Bad input ends with a one-line `zoo <command>: error: ...` on stderr and a non-zero
 exit status (2 for usage errors, 1 otherwise); `--debug` shows the traceback instead.
+
+Folder runs (encode, decode, reconstruct) skip a file that fails (unreadable, wrong format, tokens of another model
+...) with a `zoo <command>: skipped FILE: reason` line and go on; the summary counts them and the exit status is 3
+when some files were skipped (1 when none succeeded, or when the first 20 all failed: a systemic fault).
+`--strict` stops at the first failure instead.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ from zoo.docs import format_count, meta_model
 _DELEGATED = {
     "train": ("zoo.train.cli", "train a tokenizer from a recipe (zoo train --help)"),
     "eval": ("zoo.metrics.cli", "evaluate a tokenizer: PSNR/SSIM/LPIPS/rFID/pFID, audio metrics (zoo eval --help)"),
+    "tokenize": ("zoo.pretokenize", "pre-tokenise a dataset into token shards, resumable (zoo tokenize --help)"),
 }
 TOKENS_SUFFIX = ".safetensors"
+EXIT_SKIPPED = 3  # a folder run finished, but some files were skipped (listed on stderr)
+_ABORT_AFTER = 20  # a folder run whose first this-many files all fail stops: the fault is not in the files
 
 
 class CliError(Exception):
@@ -149,13 +157,57 @@ def _progress(items: list, desc: str, quiet: bool):
     return tqdm(items, desc=desc, unit="file", disable=quiet or len(items) < 2, file=sys.stderr)
 
 
+class _FolderRun:
+    """Run one piece of work per file; in a folder run a failing file is reported and skipped (`--strict`: raised).
+
+    `finish()` prints the summary and returns the exit status (0, or EXIT_SKIPPED when files were skipped).
+    """
+
+    def __init__(self, command: str, args: argparse.Namespace, total: int, folder: bool) -> None:
+        self.command, self.args, self.total, self.folder = command, args, total, folder
+        self.done = 0
+        self.skipped: list[tuple[Path, str]] = []
+
+    def run(self, path: Path, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except (CliError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:
+            if not self.folder or getattr(self.args, "strict", False):
+                raise
+            reason = f"{type(err).__name__}: {_one_line(err)}"
+            self.skipped.append((path, reason))
+            from tqdm import tqdm
+
+            tqdm.write(f"zoo {self.command}: skipped {path}: {reason}", file=sys.stderr)
+            if not self.done and len(self.skipped) >= min(_ABORT_AFTER, self.total):
+                raise CliError(f"the first {len(self.skipped)} files all failed, so the fault is probably not in the "
+                               f"files; first: {self.skipped[0][0]}: {self.skipped[0][1]}") from None
+            return
+        self.done += 1
+
+    def finish(self, verb: str, detail: str) -> int:
+        quiet = getattr(self.args, "quiet", False)
+        if self.skipped:
+            sys.stderr.write(f"zoo {self.command}: {verb} {self.done} of {self.total} file(s){detail}; skipped "
+                             f"{len(self.skipped)} (listed above; --strict stops at the first)\n")
+            return EXIT_SKIPPED
+        if not quiet:
+            print(f"{verb} {self.done} file(s){detail}", file=sys.stderr)
+        return 0
+
+
 def _read_input(tok, path: Path, args: argparse.Namespace):
     """File -> (model input tensor on the model device, encode kwargs for the sample rate, source sample rate)."""
     from zoo.io import read_audio, read_image
 
     if tok.modality == "audio":
-        wav, rate = read_audio(path)
+        wav, rate = read_audio(path, over_full_scale=getattr(args, "over_full_scale", "error"))
         return wav.to(tok.device), {"sample_rate": rate}, rate
+    if hasattr(tok, "read_input"):  # families that find their input in a photo themselves (TEASER: the face crop)
+        x, extra = tok.read_input(path)
+        return x.to(tok.device), extra, None
     x = read_image(path, size=tok.input_size, mode=args.resize)
     return x.to(tok.device), {}, None
 
@@ -176,17 +228,19 @@ def _out_suffix(tok, requested: str | None) -> str:
 
 
 def _check_output_suffix(tok, path: Path) -> None:
-    from zoo.io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+    from zoo.io import AUDIO_WRITE_EXTENSIONS, IMAGE_WRITE_EXTENSIONS
 
-    allowed = AUDIO_EXTENSIONS if tok.modality == "audio" else IMAGE_EXTENSIONS
+    allowed = AUDIO_WRITE_EXTENSIONS if tok.modality == "audio" else IMAGE_WRITE_EXTENSIONS
     if path.suffix.lower() not in allowed:
         raise CliError(f"{tok.modality} output {path} must end in one of {', '.join(allowed)}")
 
 
-def _decode_to_signal(tok, tokens, args: argparse.Namespace, sample_rate: int | None):
+def _decode_to_signal(tok, tokens, args: argparse.Namespace, sample_rate: int | None, image=None):
     import torch
 
     kwargs = _decode_kwargs(tok, args)
+    if image is not None and _accepts(tok.decode, "image"):  # decoders that paint into the input photo (TEASER)
+        kwargs["image"] = image
     if tok.modality == "audio" and sample_rate and sample_rate != tok.sample_rate:
         kwargs["sample_rate"] = sample_rate
     with torch.inference_mode():
@@ -352,7 +406,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     weights_ref = str(Path(args.weights).resolve()) if Path(args.weights).is_file() else args.weights
     import torch
 
-    for path, out in _progress(pairs, "encode", args.quiet):
+    def encode_one(path: Path, out: Path) -> None:
         x, rate_kw, rate = _read_input(tok, path, args)
         with torch.inference_mode():
             tokens = tok.encode(x, **rate_kw, **kwargs)
@@ -360,11 +414,43 @@ def cmd_encode(args: argparse.Namespace) -> int:
         tokens.meta = {**tokens.meta, "zoo_model": model_ref, "zoo_weights": weights_ref, "zoo_source": path.name}
         if rate is not None:
             tokens.meta["zoo_sample_rate"] = rate
-        out.parent.mkdir(parents=True, exist_ok=True)
         tokens.save(out)
-    if not args.quiet:
-        print(f"encoded {len(pairs)} file(s) with {args.model} -> {dst}", file=sys.stderr)
-    return 0
+
+    run = _FolderRun("encode", args, len(pairs), src.is_dir())
+    for path, out in _progress(pairs, "encode", args.quiet):
+        run.run(path, lambda: encode_one(path, out))
+    return run.finish("encoded", f" with {args.model} -> {dst}")
+
+
+def _decode_shards(args: argparse.Namespace, src: Path, dst: Path) -> int:
+    """`zoo decode DIR OUT --key K`: items of a token-shards folder (`zoo tokenize` output) back to signals."""
+    from zoo.data.token_shards import TokenShardsMap, read_manifest
+
+    manifest = read_manifest(src)
+    data = TokenShardsMap(src, manifest=manifest)
+    model = args.model or manifest["model"]
+    weights = args.weights or (manifest["weights"].get("tag") or "default")
+    if manifest["weights"].get("sha256") is None and args.weights is None:
+        weights = "none"
+    tok = _load_model(model, weights, args.device)
+    suffix = _out_suffix(tok, args.format)
+    keys = args.key or [data[i][0] for i in range(len(data))]
+    single = len(keys) == 1 and dst.suffix != ""
+    pairs = [(key, dst if single else dst / (key + suffix)) for key in keys]
+    _check_output_suffix(tok, pairs[0][1])
+    rate = args.sample_rate
+    run = _FolderRun("decode", args, len(pairs), not single)
+
+    def work(key: str, out: Path) -> None:
+        try:
+            tokens = data.get(key)
+        except KeyError as err:
+            raise CliError(err.args[0]) from None
+        _write_output(tok, _decode_to_signal(tok, tokens, args, rate), out, rate)
+
+    for key, out in _progress(pairs, "decode", args.quiet):
+        run.run(Path(key), lambda: work(key, out))
+    return run.finish("decoded", f" of {src} with {model} -> {dst}")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -372,6 +458,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from zoo.tokens import Tokens
 
     src, dst = Path(args.input), Path(args.output)
+    if src.is_dir() and (src / "manifest.json").is_file():
+        return _decode_shards(args, src, dst)
+    if args.key:
+        raise CliError("--key selects items of a token-shards folder (zoo tokenize output); "
+                       f"{src} is not one (no manifest.json)")
     if src.is_file():
         files = [src]
     elif src.is_dir():
@@ -380,10 +471,23 @@ def cmd_decode(args: argparse.Namespace) -> int:
             raise CliError(f"{src} contains no {TOKENS_SUFFIX} tokens files")
     else:
         raise CliError(f"no tokens file or folder at {src}")
-    first = Tokens.load(files[0])
-    model = args.model or first.meta.get("zoo_model")
+    first, first_file, unreadable = None, files[0], []
+    for candidate in files if src.is_dir() else files[:1]:  # the first readable file says which model made them
+        try:
+            first, first_file = Tokens.load(candidate), candidate
+            break
+        except ValueError as err:
+            if args.strict:
+                raise
+            unreadable.append(candidate)
+            if len(unreadable) >= _ABORT_AFTER:
+                raise CliError(f"the first {len(unreadable)} tokens files are all unreadable; first: {err}") from None
+    if first is None:
+        raise CliError(f"no tokens file under {src} can be read")
+    recorded = first.meta.get("zoo_model")
+    model = args.model or recorded
     if not model:
-        raise CliError(f"{files[0]} does not say which model made it; pass --model NAME")
+        raise CliError(f"{first_file} does not say which model made it; pass --model NAME")
     weights = args.weights or first.meta.get("zoo_weights") or "default"
     tok = _load_model(model, weights, args.device)
     suffix = _out_suffix(tok, args.format)
@@ -393,14 +497,20 @@ def cmd_decode(args: argparse.Namespace) -> int:
     else:
         pairs = [(f, dst / f.relative_to(src).with_suffix(suffix)) for f in files]
         _check_output_suffix(tok, pairs[0][1])
-    for path, out in _progress(pairs, "decode", args.quiet):
-        tokens = first if path == files[0] else Tokens.load(path)
+    def decode_one(path: Path, out: Path) -> None:
+        tokens = first if path == first_file else Tokens.load(path)
+        made_by = tokens.meta.get("zoo_model")
+        if not args.model and made_by != recorded:
+            raise ValueError(f"made by {made_by or 'an unrecorded model'}, not by {recorded} like {first_file.name}; "
+                             "decode it on its own, or pass --model to force one model")
         rate = args.sample_rate or tokens.meta.get("zoo_sample_rate")
         y = _decode_to_signal(tok, tokens, args, rate)
         _write_output(tok, y, out, rate)
-    if not args.quiet:
-        print(f"decoded {len(pairs)} file(s) with {model} -> {dst}", file=sys.stderr)
-    return 0
+
+    run = _FolderRun("decode", args, len(pairs), src.is_dir())
+    for path, out in _progress(pairs, "decode", args.quiet):
+        run.run(path, lambda: decode_one(path, out))
+    return run.finish("decoded", f" with {model} -> {dst}")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -413,15 +523,18 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     pairs = _pairs(src, dst, _input_extensions(tok.modality), suffix, what)
     _check_output_suffix(tok, pairs[0][1])
     enc_kwargs = _encode_kwargs(tok, args)
-    for path, out in _progress(pairs, "reconstruct", args.quiet):
+
+    def reconstruct_one(path: Path, out: Path) -> None:
         x, rate_kw, rate = _read_input(tok, path, args)
         with torch.inference_mode():
             tokens = tok.encode(x, **rate_kw, **enc_kwargs)
-        y = _decode_to_signal(tok, tokens, args, args.sample_rate or rate)
+        y = _decode_to_signal(tok, tokens, args, args.sample_rate or rate, image=x)
         _write_output(tok, y, out, args.sample_rate or rate)
-    if not args.quiet:
-        print(f"reconstructed {len(pairs)} file(s) with {args.model} -> {dst}", file=sys.stderr)
-    return 0
+
+    run = _FolderRun("reconstruct", args, len(pairs), src.is_dir())
+    for path, out in _progress(pairs, "reconstruct", args.quiet):
+        run.run(path, lambda: reconstruct_one(path, out))
+    return run.finish("reconstructed", f" with {args.model} -> {dst}")
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -508,6 +621,13 @@ def _add_encode_options(p: argparse.ArgumentParser) -> None:
         help="images: resize the shorter side and center-crop (crop), resize ignoring aspect (stretch), or require "
         "the exact size (none)",
     )
+    p.add_argument(
+        "--over-full-scale",
+        choices=("error", "normalize", "clip"),
+        default="error",
+        help="audio: a float file above full scale (peak > 1) is refused (error, default), divided by its peak "
+        "(normalize) or clamped (clip)",
+    )
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
@@ -542,8 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "encode",
-        aliases=["tokenize"],
-        help="image/audio file or folder -> tokens",
+        help="image/audio file or folder -> tokens (a dataset at scale: zoo tokenize)",
         description="Encode an image/audio file (or every one in a folder) into a tokens .safetensors file "
         "(or a folder of them).",
     )
@@ -552,20 +671,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_encode_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    p.add_argument("--strict", action="store_true",
+                   help="folders: stop at the first file that fails (default: skip it, report why, exit status 3)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser(
         "decode",
         help="tokens file or folder -> images/audio",
-        description="Decode a tokens file written by `zoo encode` (or a folder of them) to PNG/WAV.",
+        description="Decode a tokens file written by `zoo encode` (or a folder of them), or items of a token-shards "
+        "folder written by `zoo tokenize`, to PNG/WAV.",
     )
-    p.add_argument("input", help="tokens .safetensors file or folder")
+    p.add_argument("input", help="tokens .safetensors file or folder, or a token-shards folder (zoo tokenize)")
     p.add_argument("output", help="output file (.png/.wav/...) or folder")
+    p.add_argument("--key", action="append", help="token-shards input: the item(s) to decode (default: all)")
     p.add_argument("--model", "-m", help="model name (default: the one recorded by zoo encode)")
     p.add_argument("--weights", default=None, help="weights (default: the ones recorded by zoo encode); see encode")
     p.add_argument("--device", default="auto", help="torch device")
     _add_decode_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    p.add_argument("--strict", action="store_true",
+                   help="folders: stop at the first file that fails (default: skip it, report why, exit status 3)")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser(
@@ -579,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode_options(p)
     _add_decode_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    p.add_argument("--strict", action="store_true",
+                   help="folders: stop at the first file that fails (default: skip it, report why, exit status 3)")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser(

@@ -118,6 +118,7 @@ def update_docs(path: str | Path | None = None, check: bool = False) -> DocsResu
         return DocsResult(path, "up to date" if current == new else "stale")
     if current == new:
         return DocsResult(path, "unchanged")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
+    from zoo.atomic import atomic_write_text
+
+    atomic_write_text(path, new)
     return DocsResult(path, "written")

@@ -384,12 +384,22 @@ def _load_dir(directory: Path, weights: Any, overrides: dict) -> Tokenizer:
                          "not written by save_pretrained: save the model again") from None
     if not isinstance(config, dict) or config.get("format") != "zoo.tokenizer/1":
         raise ValueError(f"{config_file} is not a zoo config (written by save_pretrained)")
-    cls = get_family(config["family"])
+    if not isinstance(config.get("family"), str) or not isinstance(config.get("kwargs"), dict):
+        raise ValueError(f"{config_file} lacks its 'family' name or its 'kwargs' mapping; it is damaged: save the "
+                         "model again")
+    try:
+        cls = get_family(config["family"])
+    except KeyError as err:
+        raise ValueError(f"{config_file} names family {config['family']!r}, which is not registered "
+                         f"({err.args[0] if err.args else err})") from None
     kwargs = {**config["kwargs"], **overrides}
-    if weights is None:
-        return build(cls, kwargs, None, str(directory), config.get("name"))
-    file = directory / "model.safetensors" if weights == "default" else Path(weights)
-    return build(cls, kwargs, lambda m: load_safetensors(file), str(file), config.get("name"))
+    file = directory / "model.safetensors" if weights == "default" else None if weights is None else Path(weights)
+    try:
+        if file is None:
+            return build(cls, kwargs, None, str(directory), config.get("name"))
+        return build(cls, kwargs, lambda m: load_safetensors(file), str(file), config.get("name"))
+    except TypeError as err:  # kwargs the class does not take: a damaged or foreign config
+        raise TypeError(f"{config_file}: cannot build {cls.__name__} from its kwargs ({err})") from None
 
 
 def load(

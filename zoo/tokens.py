@@ -10,6 +10,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from zoo.atomic import atomic_path
+
 _FORMAT = "zoo.tokens/1"
 
 
@@ -169,8 +171,13 @@ class Tokens:
             meta_json = json.dumps(shared)
         except TypeError as err:
             raise TypeError(f"Tokens.meta values must be tensors or JSON-able to save: {err}") from None
-        metadata = {"format": _FORMAT, "layout": json.dumps(_layout_to_json(self.layout)), "meta": meta_json}
-        save_file(tensors, str(path), metadata=metadata)
+        try:
+            layout_json = json.dumps(_layout_to_json(self.layout))
+        except TypeError as err:
+            raise TypeError(f"Tokens.layout must be JSON-able (ints, tuples, lists) to save: {err}") from None
+        metadata = {"format": _FORMAT, "layout": layout_json, "meta": meta_json}
+        with atomic_path(path) as tmp:  # a temporary name, renamed when complete: never a partial tokens file
+            save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Tokens":
@@ -179,14 +186,27 @@ class Tokens:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no tokens file at {path}")
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        except Exception as err:  # safetensors raises SafetensorError (truncated, corrupt header) or OSError
+            raise ValueError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); it is "
+                             "truncated or corrupt: encode it again") from None
         if metadata.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a zoo tokens file (written by Tokens.save / `zoo encode`)")
-        tensors = load_file(str(path), device=str(device))
-        meta: dict[str, Any] = json.loads(metadata.get("meta", "{}"))
+        try:
+            tensors = load_file(str(path), device=str(device))
+            meta: dict[str, Any] = json.loads(metadata.get("meta", "{}"))
+            layout = _layout_from_json(json.loads(metadata.get("layout", "[]")))
+        except Exception as err:  # a damaged body or damaged JSON metadata
+            raise ValueError(f"{path} is a damaged tokens file ({type(err).__name__}: {err}); encode it again") \
+                from None
+        if not isinstance(meta, dict) or "ids" not in tensors:
+            raise ValueError(f"{path} is a damaged tokens file (no ids tensor or no meta mapping); encode it again")
         for key, value in tensors.items():
             if key.startswith("meta."):
                 meta[key[len("meta."):]] = value
-        layout = _layout_from_json(json.loads(metadata.get("layout", "[]")))
-        return cls(tensors["ids"], tensors.get("lengths"), layout, meta)
+        try:
+            return cls(tensors["ids"], tensors.get("lengths"), layout, meta)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} holds inconsistent tokens: {err}") from None

@@ -167,12 +167,10 @@ def _write_sha_cache(key: str, entry: tuple[int, int, str]) -> None:
 
     data = _read_sha_cache()
     data[key] = list(entry)
-    path = _sha_cache_path()
+    from zoo.atomic import atomic_write_text
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(_sha_cache_path(), json.dumps(data, indent=0, sort_keys=True), durable=False)
     except OSError:
         pass
 
@@ -205,8 +203,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def load_safetensors(path: str | Path) -> dict:
     """Our weight files: safetensors only (a folder written by `save_pretrained` is accepted too)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
@@ -217,7 +213,20 @@ def load_safetensors(path: str | Path) -> dict:
         )
     if not path.exists():
         raise FileNotFoundError(f"no weights file at {path}")
-    return load_file(str(path))
+    return read_safetensors(path)
+
+
+def read_safetensors(path: str | Path, device: str = "cpu") -> dict:
+    """`safetensors.torch.load_file` with an error that names the file when it is truncated or corrupt."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # SafetensorError (header too large / incomplete / invalid JSON), OSError
+        raise ValueError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); it is truncated "
+                         "or corrupt: download or export it again") from None
 
 
 def load_official_checkpoint(path: str | Path) -> dict:
@@ -228,9 +237,7 @@ def load_official_checkpoint(path: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return read_safetensors(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:

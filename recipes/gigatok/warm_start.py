@@ -15,7 +15,6 @@ Then train the target from the file (`model.weights=...`, with the same `--set` 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 import yaml
@@ -58,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print("the target's ids differ from the source's (a changed shape or layout): training starts from the "
                   "copied tensors, not from the source's function")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in target.state_dict().items()}, args.out)
+    from zoo.atomic import atomic_path
+
+    with atomic_path(args.out) as tmp:
+        save_file({k: v.contiguous() for k, v in target.state_dict().items()}, str(tmp))
     print(f"wrote {args.out}")
 
 

@@ -45,6 +45,9 @@ class WeightNormConv1d(nn.Module):
     def _cached(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(fused weight `[O, I, K]`, the same as a channels-last 2D kernel `[O, I, 1, K]`), kept until g/v change."""
         v, g = self.weight_v, self.weight_g
+        if v.is_inference() or g.is_inference():  # weights made under inference_mode have no version counter
+            weight = self._fused()
+            return weight, weight[:, :, None].contiguous(memory_format=torch.channels_last)
         key = (v.data_ptr(), v._version, g.data_ptr(), g._version, v.dtype, torch.is_inference_mode_enabled())
         if self._cache is None or self._cache[0] != key:
             weight = self._fused()

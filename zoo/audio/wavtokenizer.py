@@ -9,6 +9,13 @@ restart) -> Vocos decoder (`zoo.audio.vocos`: attention pos_net, AdaLN ConvNeXt,
 
 Unlike the official code, a zero-padded batch with `lengths` gives the same ids and audio as encoding each clip
 alone: reflect padding happens at each clip's own end and attention/GroupNorm ignore padded frames.
+
+Long audio runs in bounded memory: at inference, a clip longer than `chunk_seconds` (default 30 s) is encoded and
+decoded in chunks of `chunk_seconds` that each see `chunk_context_seconds` (2 s) of audio on both sides, so no model
+call sees more than `chunk_seconds + 2 * chunk_context_seconds` of audio however long the clip; decoded chunks are
+joined with a `chunk_fade_seconds` (0.1 s) linear crossfade. The encoder is convolutional apart from a causal LSTM
+(the context warms it up) and the decoder's GroupNorm statistics and attention are global, so chunked results
+equal the whole-clip ones up to a small difference, measured in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -22,6 +29,17 @@ from zoo.quant import VectorQuantizer
 from zoo.registry import register_family
 
 __all__ = ["WavTokenizer"]
+
+
+def _check_chunk_seconds(value: object) -> float | None:
+    if value is None:
+        return None
+    from zoo.checks import check_finite_number
+
+    seconds = check_finite_number(value, "chunk_seconds")
+    if seconds <= 0:
+        raise ValueError(f"chunk_seconds must be positive (or None for whole clips), got {value!r}")
+    return seconds
 
 
 @register_family("wavtokenizer")
@@ -88,6 +106,10 @@ class WavTokenizer(AudioTokenizer):
         self.head = ISTFTHead(dim, n_fft, self.hop_length)
         self.num_bandwidths = num_bandwidths
 
+    # inference on long clips (see the module docstring); plain attributes, not config: they do not change the model
+    chunk_context_seconds: float = 2.0
+    chunk_fade_seconds: float = 0.1
+
     # ------------------------------------------------------------------ properties
 
     @property
@@ -103,8 +125,14 @@ class WavTokenizer(AudioTokenizer):
 
     def _bandwidth(self, bandwidth_id: int | torch.Tensor, batch: int) -> torch.Tensor:
         """An int, or a LongTensor with 1 or B entries -> LongTensor `[B]` of AdaLN rows."""
-        ids = torch.as_tensor(bandwidth_id, device=self.device)
-        if ids.is_floating_point() or ids.dim() > 1 or ids.numel() not in (1, batch):
+        if bandwidth_id is None or isinstance(bandwidth_id, (bool, str)):
+            raise TypeError(f"bandwidth_id must be an int or a LongTensor, got {bandwidth_id!r}")
+        try:
+            ids = torch.as_tensor(bandwidth_id, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"bandwidth_id must be an int or a LongTensor, got {bandwidth_id!r} ({err})") from None
+        not_integer = ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool
+        if not_integer or ids.dim() > 1 or ids.numel() not in (1, batch):
             raise ValueError(f"bandwidth_id must be an int or a LongTensor with 1 or B={batch} entries, got "
                              f"{bandwidth_id!r}")
         ids = ids.long().reshape(-1).expand(batch)
@@ -119,11 +147,54 @@ class WavTokenizer(AudioTokenizer):
             return None
         return torch.arange(width, device=device)[None, :] < frames.to(device)[:, None]
 
-    def _encode_latents(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _chunk_frames(self, chunk_seconds: float | None) -> tuple[int, int, int] | None:
+        """(core, context, half fade) in frames for `chunk_seconds`, or None for whole clips."""
+        if chunk_seconds is None:
+            return None
+        core = max(1, round(chunk_seconds * self.frame_rate))
+        context = max(1, round(self.chunk_context_seconds * self.frame_rate))
+        fade = min(max(0, round(self.chunk_fade_seconds * self.frame_rate / 2)), core // 2, context)
+        return core, context, fade
+
+    @staticmethod
+    def _windows(total: int, core: int) -> list[tuple[int, int]]:
+        """`[a, b)` frame windows covering `total` frames, as many as chunks of `core` need, of equal size (+-1)."""
+        count = -(-total // core)
+        bounds = [round(k * total / count) for k in range(count + 1)]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def _encode_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        """One unpadded clip `[1, T]` -> latents `[1, ceil(T / hop), D]`."""
+        if clip.device.type == "cpu" and not torch.is_grad_enabled():
+            return self.encoder.forward_time_major(clip)
+        return self.encoder(clip[:, None]).transpose(1, 2)
+
+    def _encode_chunked(self, clip: torch.Tensor, chunk: tuple[int, int, int]) -> torch.Tensor:
+        """`_encode_clip` of a long clip in windows: frames [a, b) are computed from samples
+        [(a - context) * hop, (b + context) * hop), so memory does not grow with the clip."""
+        core, context, _ = chunk
+        hop, length = self.hop_length, clip.shape[-1]
+        total = -(-length // hop)
+        if total <= core + 2 * context:  # decided per clip: a clip's ids never depend on the rest of its batch
+            return self._encode_clip(clip)
+        pieces = []
+        for a, b in self._windows(total, core):
+            lo = max(0, a - context)
+            segment = clip[:, lo * hop: min(length, (b + context) * hop)]
+            pieces.append(self._encode_clip(segment)[:, a - lo: b - lo])
+        return torch.cat(pieces, dim=1)
+
+    def _encode_latents(self, wav: torch.Tensor, lengths: torch.Tensor, chunk_seconds: float | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`[B, T]` -> latents `[B, N, D]` (channels-last) and frames per row (None when no row is padded)."""
         ragged = bool((lengths != wav.shape[-1]).any())
         lengths = lengths.to(wav.device) if ragged else None
         frames = self.encoder.output_lengths(lengths) if ragged else None
+        chunk = None if torch.is_grad_enabled() else self._chunk_frames(chunk_seconds)
+        if chunk is not None and -(-wav.shape[-1] // self.hop_length) > chunk[0] + 2 * chunk[1]:
+            clips = [wav[i:i + 1, : int(lengths[i])] if ragged else wav[i:i + 1] for i in range(wav.shape[0])]
+            latents = [self._encode_chunked(clip, chunk)[0] for clip in clips]
+            return torch.nn.utils.rnn.pad_sequence(latents, batch_first=True), frames
         if wav.device.type == "cpu" and not torch.is_grad_enabled():
             # CPU inference: time-major channels-last fast path, one clip at a time (keeps the full-rate
             # activations in cache: ~1.9x faster than a batch of 8 x 3 s, measured) with no ragged padding at all
@@ -132,11 +203,51 @@ class WavTokenizer(AudioTokenizer):
             return torch.nn.utils.rnn.pad_sequence(latents, batch_first=True), frames
         return self.encoder(wav[:, None], lengths).transpose(1, 2), frames
 
+    def _decode_chunked(self, latents: torch.Tensor, cond: torch.Tensor, chunk: tuple[int, int, int]) -> torch.Tensor:
+        """One clip's code vectors `[1, N, D]` -> audio `[1, N * hop]` in windows: frames [a, b) are decoded with
+        `context` frames on both sides, and neighbouring windows are crossfaded (linear ramps summing to one) over
+        `2 * fade` frames around each boundary."""
+        core, context, fade = chunk
+        hop, total = self.hop_length, latents.shape[1]
+        windows = self._windows(total, core)
+        fade = min([fade] + [(b - a) // 2 for a, b in windows])  # ramps of neighbouring boundaries never overlap
+        out = latents.new_zeros(1, total * hop)
+        half = fade * hop
+        ramp = (torch.arange(2 * half, device=latents.device, dtype=latents.dtype) + 0.5) / max(2 * half, 1)
+        for a, b in windows:
+            lo, hi = max(0, a - context), min(total, b + context)
+            audio = self.decode_latents(latents[:, lo:hi], cond)
+            first, last = a == 0, b == total
+            r0, r1 = (a * hop if first else a * hop - half), (b * hop if last else b * hop + half)
+            piece = audio[:, r0 - lo * hop: r1 - lo * hop]
+            if half and not first:
+                piece[:, : 2 * half] *= ramp
+            if half and not last:
+                piece[:, -2 * half:] *= 1 - ramp
+            out[:, r0:r1] += piece
+        return out
+
     def decode_latents(self, latents: torch.Tensor, bandwidth_id: int | torch.Tensor = 0,
-                       frames: torch.Tensor | None = None) -> torch.Tensor:
-        """Code vectors `[B, N, D]` -> audio `[B, N * hop]`; `frames` `[B]` marks each row's valid prefix."""
-        mask = self._frame_mask(frames, latents.shape[1], latents.device)
+                       frames: torch.Tensor | None = None, chunk_seconds: float | None = None) -> torch.Tensor:
+        """Code vectors `[B, N, D]` -> audio `[B, N * hop]`; `frames` `[B]` marks each row's valid prefix.
+
+        With `chunk_seconds` (and autograd off), rows longer than a chunk plus its context are decoded in chunks
+        (`_decode_chunked`); each row's audio past its valid frames is zero.
+        """
         cond = self._bandwidth(bandwidth_id, latents.shape[0])
+        chunk = None if torch.is_grad_enabled() else self._chunk_frames(chunk_seconds)
+        if chunk is not None and latents.shape[1] > chunk[0] + 2 * chunk[1]:
+            out = latents.new_zeros(latents.shape[0], latents.shape[1] * self.hop_length)
+            for i in range(latents.shape[0]):
+                n = latents.shape[1] if frames is None else int(frames[i])
+                if n == 0:
+                    continue
+                row = latents[i:i + 1, :n]
+                audio = (self._decode_chunked(row, cond[i:i + 1], chunk) if n > chunk[0] + 2 * chunk[1]
+                         else self.decode_latents(row, cond[i:i + 1]))
+                out[i, : n * self.hop_length] = audio[0]
+            return out
+        mask = self._frame_mask(frames, latents.shape[1], latents.device)
         x = latents.transpose(1, 2)
         if mask is not None:
             x = x * mask[:, None].to(x.dtype)
@@ -146,15 +257,17 @@ class WavTokenizer(AudioTokenizer):
     # ------------------------------------------------------------------ public API
 
     def encode(self, x: torch.Tensor, sample_rate: int | None = None,
-               lengths: torch.Tensor | list[int] | None = None) -> Tokens:
+               lengths: torch.Tensor | list[int] | None = None, chunk_seconds: float | None = 30.0) -> Tokens:
         """Audio `[B, T]` / `[B, 1, T]` in [-1, 1] (at `sample_rate`, default the model's) -> ids `[B, N]`.
 
         `lengths` `[B]` gives the valid samples of each row of a right-padded batch; ids past a row's
         `tokens.lengths` are 0. `meta["num_samples"]` keeps each clip's length at `self.sample_rate`.
+        `chunk_seconds`: longer clips are encoded in chunks of this length (bounded memory; None: whole clips).
         """
+        chunk_seconds = _check_chunk_seconds(chunk_seconds)
         wav, lengths = self.prepare_audio(x, sample_rate=sample_rate, lengths=lengths)
         wav = wav.to(device=self.device, dtype=self.head.out.weight.dtype)
-        z, frames = self._encode_latents(wav, lengths)
+        z, frames = self._encode_latents(wav, lengths, chunk_seconds)
         mask = self._frame_mask(frames, z.shape[1], z.device)
         ids = self.quantizer.assign(z)
         if mask is not None:
@@ -163,12 +276,14 @@ class WavTokenizer(AudioTokenizer):
         return Tokens(ids, lengths=frames, layout=(ids.shape[1],), meta=meta)
 
     def decode(self, tokens: Tokens, bandwidth_id: int | torch.Tensor = 0,
-               sample_rate: int | None = None) -> torch.Tensor:
+               sample_rate: int | None = None, chunk_seconds: float | None = 30.0) -> torch.Tensor:
         """ids -> audio `[B, T]` at `self.sample_rate` (or resampled to `sample_rate`), trimmed to `num_samples`.
 
         `bandwidth_id` picks the AdaLN row (0, the official inference setting; an int or one per sample).
-        Rows of a ragged batch are zero past their own length.
+        Rows of a ragged batch are zero past their own length. `chunk_seconds`: longer clips are decoded in chunks
+        of this length, crossfaded (bounded memory; None: whole clips).
         """
+        chunk_seconds = _check_chunk_seconds(chunk_seconds)
         self.check_tokens(tokens)
         ids = tokens.ids
         if ids.dim() == 3:
@@ -179,7 +294,7 @@ class WavTokenizer(AudioTokenizer):
         if frames is not None:
             ids = ids.masked_fill(~tokens.valid_mask(), 0)
         latents = self.quantizer.lookup(ids.to(self.device)).to(self.head.out.weight.dtype)
-        audio = self.decode_latents(latents, bandwidth_id, frames)
+        audio = self.decode_latents(latents, bandwidth_id, frames, chunk_seconds)
         num_samples = tokens.meta.get("num_samples")
         if num_samples is not None:
             num_samples = torch.as_tensor(num_samples, device=audio.device).reshape(-1)

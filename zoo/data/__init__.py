@@ -3,6 +3,7 @@
     from zoo.data import build_dataset
     ds = build_dataset({"type": "image_folder", "path": "photos/train", "image_size": 256, "crop": "multiscale"})
     ds.set_epoch(epoch)   # item i's augmentation depends only on (seed, rank, epoch, i)
+    tokens = TokenShards("tokens/")   # (key, Tokens) pairs written by `zoo tokenize`
 """
 
 from zoo.data.audio import AUDIO_EXTENSIONS, AudioFolder, load_audio, resample
@@ -12,6 +13,7 @@ from zoo.data.image import IMAGE_EXTENSIONS, ImageFolder, load_image
 from zoo.data.samples import SAMPLES_DIR, sample_audio, sample_image, sample_path
 from zoo.data.shards import tar_shards, write_tar_shards
 from zoo.data.synthetic import SyntheticAudio, SyntheticImage
+from zoo.data.token_shards import TokenShards, TokenShardsMap, read_manifest, read_shard
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -24,12 +26,16 @@ __all__ = [
     "SyntheticAudio",
     "SyntheticImage",
     "TarMember",
+    "TokenShards",
+    "TokenShardsMap",
     "UnreadableFileError",
     "build_dataset",
     "item_seed",
     "list_files",
     "load_audio",
     "load_image",
+    "read_manifest",
+    "read_shard",
     "register_dataset",
     "resample",
     "sample_audio",

@@ -1,8 +1,13 @@
-"""Audio folders: every sound file under a folder (recursively), as mono [T] float tensors in [-1, 1]."""
+"""Audio folders: every sound file under a folder (recursively), as mono [T] float tensors in [-1, 1].
+
+Files are decoded by `zoo.io.load_audio`, the one audio reader of zoo (PCM 8/16/24/32-bit, float, any channel count,
+sample-rate bounds, the full-scale rule for float files) and resampled by `zoo.io.resample`.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -12,39 +17,30 @@ import torch
 from zoo.data.common import SeededDataset, TarMember, open_item
 from zoo.data.factory import register_dataset
 from zoo.data.transforms import fit_length, peak_normalize, random_segment
+from zoo.io import AUDIO_EXTENSIONS, resample
+from zoo.io import load_audio as _decode_audio
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioFolder", "load_audio", "resample"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
-
-
-def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Band-limited resampling along the last dim (torchaudio's windowed sinc, its defaults)."""
-    if orig_sr == new_sr:
-        return wav
-    import torchaudio.functional as AF
-
-    return AF.resample(wav, orig_sr, new_sr)
-
 
 def load_audio(item: str | Path | TarMember | BinaryIO, sample_rate: int | None = None, start: float = 0.0,
-               seconds: float | None = None) -> tuple[torch.Tensor, int]:
-    """Read (part of) a file with soundfile as mono float32 [T], resampled to `sample_rate` when given.
+               seconds: float | None = None, over_full_scale: str = "error") -> tuple[torch.Tensor, int]:
+    """Read (part of) a file as mono float32 [T] (`zoo.io.load_audio`), resampled to `sample_rate` when given.
 
     `item` is a path, a tar member or an open binary file. `start`/`seconds` select a window in seconds; only
-    those frames are read from disk.
+    those frames are read from disk. `over_full_scale`: see `zoo.io.FULL_SCALE_POLICIES`.
     """
     import soundfile as sf
 
     src = item if hasattr(item, "read") else open_item(item)
-    info = sf.info(src)
-    sr = info.samplerate
-    if hasattr(src, "seek"):
-        src.seek(0)
-    first = round(start * sr)
-    frames = -1 if seconds is None else math.ceil(seconds * sr)
-    data, sr = sf.read(src, start=first, frames=frames, dtype="float32", always_2d=True)
-    wav = torch.from_numpy(data).mean(dim=1)
+    first, frames = 0, -1
+    if start or seconds is not None:
+        info = sf.info(src)
+        if hasattr(src, "seek"):
+            src.seek(0)
+        first = round(start * info.samplerate)
+        frames = -1 if seconds is None else math.ceil(seconds * info.samplerate)
+    wav, sr = _decode_audio(src, start=first, frames=frames, over_full_scale=over_full_scale)
     if sample_rate is not None and sample_rate != sr:
         wav, sr = resample(wav, sr, sample_rate), sample_rate
     return wav, sr
@@ -69,6 +65,9 @@ class AudioFolder(SeededDataset):
         rank: process rank (default: env RANK or 0).
         skip_unreadable: skip and count files that fail to decode instead of raising (see `SeededDataset`).
         files: explicit list of paths or tar members instead of a folder.
+        over_full_scale: float files above full scale with `gain_db=None`: "error" (the file is unreadable),
+            "normalize" or "clip" (`zoo.io.FULL_SCALE_POLICIES`). With a `gain_db` the level is set anyway, so they
+            are normalised.
 
     Items are float tensors [num_samples] (or [T]) in [-1, 1].
     """
@@ -87,10 +86,16 @@ class AudioFolder(SeededDataset):
         rank: int | None = None,
         skip_unreadable: bool = False,
         files: Sequence[Any] | None = None,
+        over_full_scale: str = "error",
     ) -> None:
+        from zoo.checks import check_sample_rate
+        from zoo.io import FULL_SCALE_POLICIES
+
         super().__init__(seed=seed, rank=rank, skip_unreadable=skip_unreadable)
-        if sample_rate < 1:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        sample_rate = check_sample_rate(sample_rate)
+        if over_full_scale not in FULL_SCALE_POLICIES:
+            raise ValueError(f"over_full_scale must be one of {FULL_SCALE_POLICIES}, got {over_full_scale!r}")
+        self.over_full_scale = over_full_scale if gain_db is None else "normalize"
         if num_samples is not None and num_samples < 1:
             raise ValueError(f"num_samples must be positive or None, got {num_samples}")
         if pad not in ("repeat", "zeros"):
@@ -104,10 +109,17 @@ class AudioFolder(SeededDataset):
         self._set_items(root, files, extensions, recursive)
 
     def load(self, item: Any, generator: torch.Generator) -> torch.Tensor:
+        if self.gain_db is None:
+            return self._load(item, generator)
+        with warnings.catch_warnings():  # the gain is set below anyway: normalising a hot file is not news
+            warnings.filterwarnings("ignore", message=".*above full scale; scaled by", category=UserWarning)
+            return self._load(item, generator)
+
+    def _load(self, item: Any, generator: torch.Generator) -> torch.Tensor:
         import soundfile as sf
 
         if self.num_samples is None:
-            wav, _ = load_audio(item, self.sample_rate)
+            wav, _ = load_audio(item, self.sample_rate, over_full_scale=self.over_full_scale)
         else:
             src = open_item(item)
             info = sf.info(src)
@@ -118,7 +130,8 @@ class AudioFolder(SeededDataset):
             first = random_segment(info.frames, native, generator if self.random_segment else None)
             if hasattr(src, "seek"):
                 src.seek(0)
-            wav, _ = load_audio(src, self.sample_rate, first / info.samplerate, native / info.samplerate)
+            wav, _ = load_audio(src, self.sample_rate, first / info.samplerate, native / info.samplerate,
+                                over_full_scale=self.over_full_scale)
             wav = fit_length(wav, self.num_samples, self.pad)
         if isinstance(self.gain_db, tuple):
             lo, hi = self.gain_db

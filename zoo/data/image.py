@@ -1,8 +1,11 @@
-"""Image folders: every picture under a folder (recursively), as [3, H, W] float tensors in [0, 1]."""
+"""Image folders: every picture under a folder (recursively), as [3, H, W] float tensors in [0, 1].
+
+Pictures are decoded by `zoo.io.open_image`, the one image reader of zoo (16-bit, palette, greyscale, alpha, CMYK,
+EXIF orientation handled the same way as in the CLI and evaluation).
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,24 +13,19 @@ from typing import Any
 import torch
 from PIL import Image
 
-from zoo.data.common import SeededDataset, TarMember, open_item
+from zoo.data.common import SeededDataset, TarMember
 from zoo.data.factory import register_dataset
 from zoo.data.transforms import CROPS, crop_box, crop_image, to_tensor
+from zoo.io import IMAGE_EXTENSIONS, open_image
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "load_image"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".gif")
-
 
 def load_image(item: str | Path | TarMember, min_side: int | None = None) -> Image.Image:
-    """Decode one picture to RGB. With `min_side`, JPEGs decode at a reduced DCT scale when that keeps the shorter
-    side >= min_side (several times faster on large photos; see PIL `Image.draft`)."""
-    with Image.open(open_item(item)) as im:
-        if min_side is not None and im.format == "JPEG":
-            factor = min(im.size) / min_side
-            if factor >= 2:
-                im.draft("RGB", (math.ceil(im.width / factor), math.ceil(im.height / factor)))
-        return im.convert("RGB")
+    """Decode one picture to RGB (`zoo.io.open_image`). With `min_side`, JPEGs decode at a reduced DCT scale when
+    that keeps the shorter side >= min_side (several times faster on large photos; see PIL `Image.draft`)."""
+    draft = None if min_side is None else (lambda w, h: min(w, h) / min_side)
+    return open_image(item, draft=draft)
 
 
 @register_dataset("image_folder", path_arg="root")
@@ -78,15 +76,18 @@ class ImageFolder(SeededDataset):
 
     def load(self, item: Any, generator: torch.Generator) -> torch.Tensor:
         rng = None if self.crop in ("center", "resize") and not self.hflip else generator
-        with Image.open(open_item(item)) as im:
-            width, height = im.size
+        found: dict[str, Any] = {}
+
+        def reduction(width: int, height: int) -> float:
+            # the crop box in the upright full-size picture; a JPEG decodes at 1/2, 1/4 or 1/8 scale when the crop
+            # is shrunk that much anyway (PIL `draft`)
             box = crop_box(width, height, self.image_size, self.crop, rng, self.scale)
-            # a JPEG decodes at 1/2, 1/4 or 1/8 scale when the crop is shrunk that much anyway (PIL `draft`)
-            factor = min(box[2] - box[0], box[3] - box[1]) / self.image_size
-            if im.format == "JPEG" and factor >= 2:
-                im.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
-            sx, sy = im.size[0] / width, im.size[1] / height
-            image = im.convert("RGB")
+            found.update(size=(width, height), box=box)
+            return min(box[2] - box[0], box[3] - box[1]) / self.image_size
+
+        image = open_image(item, draft=reduction)
+        (width, height), box = found["size"], found["box"]
+        sx, sy = image.width / width, image.height / height
         box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
         return to_tensor(crop_image(image, self.image_size, self.crop, rng, self.scale, self.hflip, box=box))
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.atomic import atomic_path
 from zoo.data.audio import AUDIO_EXTENSIONS, AudioFolder
 from zoo.data.common import SeededDataset, list_tar_members
 from zoo.data.factory import register_dataset
@@ -60,10 +61,9 @@ def write_tar_shards(files: Sequence[str | Path], out_dir: str | Path, shard_siz
     paths = []
     for k in range(0, len(files), shard_size):
         path = out / f"{prefix}-{k // shard_size:06d}.tar"
-        tmp = path.with_suffix(".tar.part")
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
-            for f in files[k: k + shard_size]:
-                tf.add(str(f), arcname=str(f.relative_to(base)), recursive=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+                for f in files[k: k + shard_size]:
+                    tf.add(str(f), arcname=str(f.relative_to(base)), recursive=False)
         paths.append(path)
     return paths

@@ -45,12 +45,13 @@ def _pair(reference: torch.Tensor, estimate: torch.Tensor, what: str) -> tuple[t
 
 
 def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
-    """torchaudio's windowed-sinc resampler (no-op when the rates match)."""
+    """`zoo.io.resample` in float32 (torchaudio's windowed sinc for every common pair of rates; no-op when the rates
+    match)."""
     if orig_rate == new_rate:
         return wav
-    import torchaudio.functional as AF
+    from zoo.io import resample as _resample
 
-    return AF.resample(wav.float(), orig_rate, new_rate)
+    return _resample(wav.float(), orig_rate, new_rate)
 
 
 def si_sdr(reference: torch.Tensor, estimate: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

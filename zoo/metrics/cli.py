@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio-extras", default="distillmos,visqol",
                         help="comma-separated optional audio predictors (distillmos, visqol); '' for none")
     parser.add_argument("--num-examples", type=int, default=8, help="items written as examples")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first unreadable file (default: skip it; skipped files are listed in "
+                        "metrics.json with the reason)")
+    parser.add_argument("--over-full-scale", default="error", choices=("error", "normalize", "clip"),
+                        help="float audio files above full scale: skip them as unreadable (error, default), divide "
+                        "by their peak (normalize) or clamp (clip)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -98,12 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         audio_extras=extras,
         num_examples=args.num_examples,
         progress=not args.no_progress,
+        strict=args.strict,
+        over_full_scale=args.over_full_scale,
     )
     if accelerator.is_main_process:
         summary = {name: entry.get("value") for name, entry in report["metrics"].items()}
         print(json.dumps(summary, indent=2))
         print(f"wrote {args.out}/metrics.json, metrics.md, items.jsonl")
-    return 0
+        if report["num_skipped"]:
+            for entry in report["skipped"]:
+                sys.stderr.write(f"zoo eval: skipped {entry['file']}: {entry['reason']}\n")
+            sys.stderr.write(f"zoo eval: scored {report['num_items']} of {report['num_files']} files; skipped "
+                             f"{report['num_skipped']} (listed above and in metrics.json)\n")
+    if report["num_items"] == 0:
+        return 1
+    return 3 if report["num_skipped"] else 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Each process of an Accelerate launch takes a contiguous shard of the sorted file
 batches, and keeps per-item values; per-item records are gathered to the main process, FID statistics and codebook
 histograms are summed across processes in float64, so the numbers do not depend on the number of processes. The
 main process writes `metrics.json`, `metrics.md`, `items.jsonl` and examples (a PNG grid for images, WAV pairs and
-spectrogram PNGs for audio). A metric that cannot run is kept with `value: null` and the reason.
+spectrogram PNGs for audio). A metric that cannot run is kept with `value: null` and the reason. A file that cannot
+be read (or a clip too short for the model) is skipped and listed with the reason under `skipped` in metrics.json,
+so one bad file does not lose a long evaluation; `strict=True` (`zoo eval --strict`) stops at the first instead.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from zoo.api import Tokenizer, Tokens
+from zoo.atomic import atomic_path, atomic_write_text
 from zoo.io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, find_files, read_audio, read_image, write_audio
 from zoo.metrics.audio import PESQ_RATES, MetricUnavailable, pesq, resample, stoi
 from zoo.metrics.codebook import CodebookUsage
@@ -123,6 +126,8 @@ def evaluate(
     audio_extras: Sequence[str] = AUDIO_EXTRAS,
     num_examples: int = 8,
     progress: bool = True,
+    strict: bool = False,
+    over_full_scale: str = "error",
 ) -> dict[str, Any]:
     """Evaluate `tok` on the image or audio files under `data`; write results to `out_dir`; return the report.
 
@@ -138,6 +143,9 @@ def evaluate(
         pesq_mode: "wb" (16 kHz) or "nb" (8 kHz).
         audio_extras: optional predictors to run ("distillmos", "visqol"); missing packages are reported.
         num_examples: items written as examples.
+        strict: raise at the first unreadable file instead of skipping it (skipped files are listed in the report).
+        over_full_scale: float audio files above full scale: "error" (skipped as unreadable), "normalize" or "clip"
+            (`zoo.io.FULL_SCALE_POLICIES`).
     """
     if accelerator is None:
         from accelerate import Accelerator
@@ -161,15 +169,20 @@ def evaluate(
     options = dict(batch_size=batch_size, seed=seed, fid=fid, fid_weights=fid_weights, fid_extractor=fid_extractor,
                    lpips_net=lpips_net, lpips_backbone=lpips_backbone, pfid_alpha=pfid_alpha, pfid_delta=pfid_delta,
                    pesq_mode=pesq_mode, audio_extras=tuple(audio_extras), num_examples=num_examples,
-                   progress=progress)
-    metrics, records = run(tok, shard, out_dir, accelerator, **options)
+                   progress=progress, strict=strict, over_full_scale=over_full_scale)
+    skipped: list[dict[str, Any]] = []
+    metrics, records = run(tok, shard, out_dir, accelerator, skipped=skipped, **options)
+    skipped = sorted(_gather(accelerator, skipped), key=lambda r: r["index"])
     report = {
         "model": tok.name or type(tok).__name__,
         "family": tok.family,
         "weights": tok.weights_tag,
         "modality": tok.modality,
         "data": str(Path(data).resolve()),
-        "num_items": len(files),
+        "num_files": len(files),
+        "num_items": len(files) - len(skipped),
+        "num_skipped": len(skipped),
+        "skipped": skipped,
         "num_processes": accelerator.num_processes,
         "batch_size": batch_size,
         "seed": seed,
@@ -179,18 +192,30 @@ def evaluate(
         report["sample_rate"] = tok.sample_rate
     else:
         report["image_size"] = list(tok.input_size)
-    if accelerator.is_main_process:
-        (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        with open(out_dir / "items.jsonl", "w") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
+    if accelerator.is_main_process:  # each file under a temporary name, renamed when complete
+        atomic_write_text(out_dir / "items.jsonl", "".join(json.dumps(record) + "\n" for record in records))
         write_markdown(report, out_dir / "metrics.md", LOWER_IS_BETTER)
+        atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return report
 
 
 def _batches(shard: list, size: int) -> list[list]:
     return [shard[i : i + size] for i in range(0, len(shard), max(1, size))]
+
+
+def _readable(items: list, read: Callable[[Path], Any], strict: bool, skipped: list) -> list[tuple[int, Path, Any]]:
+    """`(index, path, read(path))` for the files that can be read; the others go to `skipped` with the reason
+    (or raise, with `strict`)."""
+    out = []
+    for index, path in items:
+        try:
+            out.append((index, path, read(path)))
+        except (ValueError, OSError) as err:  # the readers' errors for a bad file (FileNotFoundError included)
+            if strict:
+                raise
+            skipped.append({"index": index, "file": str(path), "reason": f"{type(err).__name__}: {err}"})
+    return out
 
 
 def _progress(accelerator: Any, items: list, enabled: bool, what: str):
@@ -207,7 +232,7 @@ def _codebook_state(tok: Tokenizer, device: torch.device) -> tuple[CodebookUsage
 
 
 def _evaluate_images(tok, shard, out_dir, accelerator, *, batch_size, seed, fid, fid_weights, fid_extractor,
-                     lpips_net, lpips_backbone, pfid_alpha, pfid_delta, num_examples, progress, **_):
+                     lpips_net, lpips_backbone, pfid_alpha, pfid_delta, num_examples, progress, strict, skipped, **_):
     device = accelerator.device
     metrics: dict[str, Any] = {}
     fid_state, fid_reason = None, None
@@ -232,8 +257,12 @@ def _evaluate_images(tok, shard, out_dir, accelerator, *, batch_size, seed, fid,
     records, examples = [], []
     size = tok.input_size
     for batch in _progress(accelerator, _batches(shard, batch_size), progress, f"eval {tok.name or tok.family}"):
+        readable = _readable(batch, lambda path: read_image(path, size=size), strict, skipped)
+        if not readable:
+            continue
+        batch = [(index, path) for index, path, _ in readable]
         indices = [i for i, _ in batch]
-        x = torch.cat([read_image(path, size=size) for _, path in batch]).to(device)
+        x = torch.cat([image for _, _, image in readable]).to(device)
         generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + indices[0])
         with torch.inference_mode():
             tokens = tok.encode(x)
@@ -286,8 +315,9 @@ def _evaluate_images(tok, shard, out_dir, accelerator, *, batch_size, seed, fid,
             from torchvision.utils import save_image
 
             grid = torch.stack(examples)  # [n, rows, 3, H, W]
-            save_image(grid.transpose(0, 1).reshape(-1, *grid.shape[2:]), out_dir / "reconstructions.png",
-                       nrow=grid.shape[0], padding=2)
+            with atomic_path(out_dir / "reconstructions.png") as tmp:
+                save_image(grid.transpose(0, 1).reshape(-1, *grid.shape[2:]), tmp, nrow=grid.shape[0], padding=2,
+                           format="PNG")
     return _broadcast(accelerator, metrics), records
 
 
@@ -350,7 +380,7 @@ def _score_clip(name: str, fn: Callable[[], float], record: dict) -> None:
 
 
 def _evaluate_audio(tok, shard, out_dir, accelerator, *, batch_size, seed, pesq_mode, audio_extras, num_examples,
-                    progress, **_):
+                    progress, strict, skipped, over_full_scale, **_):
     from zoo.metrics import quality
 
     device = accelerator.device
@@ -359,9 +389,18 @@ def _evaluate_audio(tok, shard, out_dir, accelerator, *, batch_size, seed, pesq_
     if unknown:
         raise ValueError(f"unknown audio extras {unknown}; choose from {AUDIO_EXTRAS}")
     clips = {}
-    for index, path in shard:
-        wav, file_rate = read_audio(path)
-        clips[index] = resample(wav, file_rate, rate).clamp(-1, 1)
+    for index, path, (wav, file_rate) in _readable(shard, lambda p: read_audio(p, over_full_scale=over_full_scale),
+                                                   strict, skipped):
+        clip = resample(wav, file_rate, rate).clamp(-1, 1)
+        if clip.shape[-1] < tok.min_samples:
+            reason = (f"ValueError: {path} is {clip.shape[-1]} samples at {rate} Hz, shorter than the "
+                      f"{tok.min_samples} samples {tok.name or tok.family} encodes")
+            if strict:
+                raise ValueError(reason.split(": ", 1)[1])
+            skipped.append({"index": index, "file": str(path), "reason": reason})
+            continue
+        clips[index] = clip
+    shard = [(index, path) for index, path in shard if index in clips]
     paths = dict(shard)
     usage, usage_reason = _codebook_state(tok, device)
     records, written = [], 0

@@ -48,7 +48,9 @@ def markdown_table(report: dict[str, Any], lower_is_better: Iterable[str] = ()) 
     lines = [
         f"# Reconstruction metrics: {report.get('model')}",
         "",
-        f"- data: `{report.get('data')}` ({report.get('num_items')} items, {report.get('modality')})",
+        f"- data: `{report.get('data')}` ({report.get('num_items')} items, {report.get('modality')}"
+        + (f"; {report['num_skipped']} unreadable files skipped, listed in metrics.json" if report.get("num_skipped")
+           else "") + ")",
         f"- weights: {report.get('weights')}; processes: {report.get('num_processes')}; seed: {report.get('seed')}",
         "",
         "| metric | value | better | notes |",
@@ -62,9 +64,9 @@ def markdown_table(report: dict[str, Any], lower_is_better: Iterable[str] = ()) 
 
 
 def write_markdown(report: dict[str, Any], path: str | Path, lower_is_better: Iterable[str] = ()) -> Path:
-    path = Path(path)
-    path.write_text(markdown_table(report, lower_is_better))
-    return path
+    from zoo.atomic import atomic_write_text
+
+    return atomic_write_text(Path(path), markdown_table(report, lower_is_better))
 
 
 def _magnitude(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -99,7 +101,9 @@ def write_spectrogram_png(reference: torch.Tensor, estimate: torch.Tensor, sampl
     width = max(ref.shape[1], est.shape[1])
     rows = [torch.nn.functional.pad(spectrogram_image(m, peak), (0, 0, 0, width - m.shape[1])) for m in (ref, est)]
     divider = torch.full((4, width, 3), 255, dtype=torch.uint8)
+    from zoo.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(torch.cat([rows[0], divider, rows[1]]).numpy()).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(torch.cat([rows[0], divider, rows[1]]).numpy()).save(tmp, format="PNG")
     return path

@@ -6,6 +6,7 @@
 See `docs/training.md`.
 """
 
+from zoo.train.checkpoint import CheckpointError
 from zoo.train.ema import EMA
 from zoo.train.engine import Trainer, TrainState, find_checkpoint
 from zoo.train.objectives import (
@@ -21,6 +22,7 @@ from zoo.train.objectives import (
 from zoo.train.schema import Recipe, RecipeError, load_recipe
 
 __all__ = [
+    "CheckpointError",
     "EMA",
     "GANObjective",
     "Objective",

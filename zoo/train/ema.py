@@ -25,7 +25,8 @@ class EMA:
         warmup: when True, use `min(decay, (1 + n) / (10 + n))` at update n, so early averages are not
             dominated by the random initialisation.
 
-    Has `state_dict` / `load_state_dict`, so `accelerator.register_for_checkpointing(ema)` saves it.
+    Has `state_dict` / `load_state_dict` (tensors and numbers only), which `zoo.train.checkpoint` stores as
+    safetensors with the run's checkpoints.
     """
 
     def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
@@ -79,6 +80,9 @@ class EMA:
         missing = sorted(set(self.shadow) - set(state["shadow"]))
         if missing:
             raise ValueError(f"EMA checkpoint lacks parameters {missing[:5]}; was it saved for another model?")
+        shapes = [n for n in self.shadow if tuple(state["shadow"][n].shape) != tuple(self.shadow[n].shape)]
+        if shapes:
+            raise ValueError(f"EMA checkpoint has other shapes for {shapes[:5]}; was it saved for another model?")
         for name in self.shadow:
             self.shadow[name].copy_(state["shadow"][name])
         self.num_updates = int(state["num_updates"])

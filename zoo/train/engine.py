@@ -16,7 +16,8 @@ Run-folder layout:
     metrics.jsonl            one row per logged step: step, loss (total generator loss), every term, lr
     eval.jsonl               one row per evaluation
     samples/                 PNG grids / WAV files of validation reconstructions
-    checkpoints/step_NNNNNNNN/   accelerate state + trainer_state.json (written last: marks it complete)
+    checkpoints/step_NNNNNNNN/   weights, optimiser/scheduler/EMA/RNG states as safetensors (no pickles, see
+                             `zoo.train.checkpoint`) + trainer_state.json (written last: marks it complete)
     logs/                    TensorBoard
     final/                   config.json + model.safetensors (`zoo.load(".../final")`) + training.json
 """
@@ -41,6 +42,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
+from zoo.atomic import atomic_write_text
+from zoo.train.checkpoint import (
+    STATE_FILE,
+    CheckpointError,
+    load_checkpoint,
+    read_trainer_state,
+    save_checkpoint,
+)
 from zoo.train.data import build_dataset, check_path, model_defaults
 from zoo.train.ema import EMA
 from zoo.train.evaluate import metric_functions, validate
@@ -48,9 +57,7 @@ from zoo.train.objectives import Objective, build_objective
 from zoo.train.optim import build_optimizer, build_scheduler
 from zoo.train.schema import RecipeError, load_recipe
 
-__all__ = ["TrainState", "Trainer", "find_checkpoint", "import_extras"]
-
-STATE_FILE = "trainer_state.json"
+__all__ = ["CheckpointError", "TrainState", "Trainer", "find_checkpoint", "import_extras"]
 
 
 @dataclass
@@ -82,7 +89,7 @@ def _complete_checkpoints(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [p for p in folder.glob("step_*") if (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: json.loads((p / STATE_FILE).read_text())["step"])
+    return sorted(found, key=lambda p: read_trainer_state(p)["step"])
 
 
 def find_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
@@ -301,9 +308,7 @@ class Trainer:
             return None
         if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
             raise ValueError(f"train.ema_decay is not supported with {acc.distributed_type.name}; use DDP")
-        ema = EMA(self.raw_model, decay).to(acc.device)
-        acc.register_for_checkpointing(ema)
-        return ema
+        return EMA(self.raw_model, decay).to(acc.device)  # checkpointed by zoo.train.checkpoint (safetensors)
 
     def _restore_or_seed(self) -> None:
         """Load the checkpoint (weights, optimisers, RNG states, step) or, for a fresh run, seed each process."""
@@ -319,7 +324,7 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(cfg))
+            atomic_write_text(self.output_dir / "recipe.yaml", OmegaConf.to_yaml(cfg))
             self._trim_log("metrics.jsonl")
             self._trim_log("eval.jsonl")
         if acc.log_with:
@@ -327,13 +332,20 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _trim_log(self, name: str) -> None:
-        """Keep the rows up to the resumed step (a fresh run starts an empty file)."""
+        """Keep the rows up to the resumed step (a fresh run starts an empty file). A last row cut short by a kill
+        during an append is dropped with the others past the checkpoint."""
         path = self.output_dir / name
         if not path.exists():
             return
-        rows = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line)["step"] <= self.state.step]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= self.state.step:
+                kept.append(line)
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     # -- data -------------------------------------------------------------------------------------------------
     def _batches(self) -> Iterator[Any]:
@@ -442,24 +454,47 @@ class Trainer:
             )
 
     # -- checkpoints ------------------------------------------------------------------------------------------
+    @property
+    def _sharded(self) -> bool:
+        return self.accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+
+    def _checkpoint_parts(self) -> tuple[list, list, list]:
+        models = [m for m in (self.model, self.disc) if m is not None]
+        optimizers = [o for o in (self.opt_g, self.opt_d) if o is not None]
+        schedulers = [s for s in (self.sch_g, self.sch_d) if s is not None]
+        return models, optimizers, schedulers
+
     def _save(self) -> Path:
         acc = self.accelerator
         folder = self.output_dir / "checkpoints" / f"step_{self.state.step:08d}"
         if acc.is_main_process and folder.exists():
             shutil.rmtree(folder)  # an incomplete save of this step from an interrupted run
         acc.wait_for_everyone()
-        acc.save_state(str(folder))
-        acc.wait_for_everyone()
+        if self._sharded:  # the backend's own sharded files, through Accelerate
+            acc.save_state(str(folder))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                atomic_write_text(folder / STATE_FILE, json.dumps(asdict(self.state)) + "\n")
+        else:
+            save_checkpoint(folder, acc, *self._checkpoint_parts(), self.ema, asdict(self.state))
         if acc.is_main_process:
-            (folder / STATE_FILE).write_text(json.dumps(asdict(self.state)) + "\n")
             for old in _complete_checkpoints(folder.parent)[: -self.cfg.train.keep_checkpoints]:
+                (old / STATE_FILE).unlink()  # first: a deletion cut short leaves an incomplete folder, never used
                 shutil.rmtree(old)
         acc.wait_for_everyone()
         return folder
 
     def _load(self, folder: Path) -> None:
-        self.accelerator.load_state(str(folder))
-        self.state = TrainState(**json.loads((folder / STATE_FILE).read_text()))
+        if self._sharded:
+            pickles = sorted(p.name for p in folder.glob("custom_checkpoint_*.pkl"))
+            if pickles:
+                raise CheckpointError(f"{folder} holds {pickles}, pickles that Accelerate would load with "
+                                      "weights_only=False; zoo never writes them and does not read them")
+            state = read_trainer_state(folder)
+            self.accelerator.load_state(str(folder))
+        else:
+            state = load_checkpoint(folder, self.accelerator, *self._checkpoint_parts(), self.ema)
+        self.state = TrainState(**state)
         self.accelerator.print(f"resumed from {folder} at step {self.state.step}")
 
     def export(self, directory: str | Path | None = None) -> Path:
@@ -480,7 +515,7 @@ class Trainer:
                     model.save_pretrained(directory)
             else:
                 model.save_pretrained(directory)
-            (directory / "recipe.yaml").write_text(OmegaConf.to_yaml(self.cfg))
+            atomic_write_text(directory / "recipe.yaml", OmegaConf.to_yaml(self.cfg))
             info = {
                 "steps": self.state.step,
                 "ema": self.ema is not None,
@@ -488,7 +523,7 @@ class Trainer:
                 "last_train_log": self.last_log,
                 "last_eval": self.last_eval,
             }
-            (directory / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+            atomic_write_text(directory / "training.json", json.dumps(info, indent=2) + "\n")
         acc.wait_for_everyone()
         return directory
 

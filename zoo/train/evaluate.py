@@ -35,6 +35,8 @@ def metric_functions(modality: str, names: list[str] | tuple[str, ...] | None = 
 def write_samples(directory: Path, step: int, inputs: torch.Tensor, outputs: torch.Tensor, modality: str,
                   sample_rate: int | None = None) -> list[Path]:
     """Images: one PNG grid (inputs on the top row, reconstructions below). Audio: `NN_input.wav`/`NN_recon.wav`."""
+    from zoo.atomic import atomic_path
+
     directory.mkdir(parents=True, exist_ok=True)
     if modality == "audio":
         import soundfile
@@ -45,15 +47,17 @@ def write_samples(directory: Path, step: int, inputs: torch.Tensor, outputs: tor
         for i, (x, y) in enumerate(zip(inputs, outputs)):
             for tag, wav in (("input", x), ("recon", y)):
                 path = folder / f"{i:02d}_{tag}.wav"
-                soundfile.write(path, wav.reshape(-1).clamp(-1, 1).float().cpu().numpy(), sample_rate,
-                                subtype="PCM_16")
+                with atomic_path(path) as tmp:
+                    soundfile.write(str(tmp), wav.reshape(-1).clamp(-1, 1).float().cpu().numpy(), sample_rate,
+                                    subtype="PCM_16", format="WAV")
                 paths.append(path)
         return paths
     from torchvision.utils import save_image
 
     path = directory / f"step_{step:08d}.png"
     grid = torch.cat([inputs, outputs]).clamp(0, 1).float().cpu()
-    save_image(grid, path, nrow=inputs.shape[0], padding=2)
+    with atomic_path(path) as tmp:
+        save_image(grid, tmp, nrow=inputs.shape[0], padding=2, format="PNG")
     return [path]
 
 

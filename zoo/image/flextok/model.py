@@ -241,6 +241,8 @@ class FlexTok(ImageTokenizer):
     def embed(self, tokens: Tokens) -> torch.Tensor:
         """ids -> FSQ code vectors `[B, N, len(levels)]` (positions past `lengths` are the code of id 0)."""
         self.check_tokens(tokens)
+        if tokens.ids.dim() != 2:
+            raise ValueError(f"FlexTok tokens are [B, N], got ids of shape {tuple(tokens.ids.shape)}")
         ids = tokens.ids.masked_fill(~tokens.valid_mask(), 0)
         return self.quantizer.lookup(ids)
 
@@ -326,6 +328,13 @@ class FlexTok(ImageTokenizer):
             return_latents: return the final VAE latents instead of images.
         """
         self.check_tokens(tokens)
+        for flag, value in (("apg", apg), ("collapse", collapse), ("return_latents", return_latents)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
+        if batch_uncond is not None and not isinstance(batch_uncond, bool):
+            raise TypeError(f"batch_uncond must be True, False or None, got {batch_uncond!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         codes, keep_k = self._codes(tokens)
         b = codes.shape[0]
         if noise is None:
