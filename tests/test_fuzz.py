@@ -433,12 +433,7 @@ def test_forward(name):
 
 # Failures found by this file in families whose authors were told (see docs/reliability.md, "open findings"):
 # (model, repr of the case) -> what was reported. Remove an entry when the family is fixed.
-KNOWN = {
-    ("karl-tiny", "TokensCase('karl-tiny', 'meta_garbage', ('positions', 'tensor[-5, 3]'))"):
-        "KARL decode: IndexError on a meta['positions'] tensor that is not [B, N, 2] (reported to the KARL author)",
-    ("karl-tiny", "TokensCase('karl-tiny', 'meta_garbage', ('positions', 'tensor[0.5, 0.5]'))"):
-        "KARL decode: IndexError on a meta['positions'] tensor that is not [B, N, 2] (reported to the KARL author)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _every_damage(name: str) -> list[TokensCase]:
