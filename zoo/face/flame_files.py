@@ -10,6 +10,7 @@ A face model is a flat dict of numpy arrays under fixed names (the layout of the
 | `l_eyelid`, `r_eyelid` | (V,3) | `l_eyelid.npy`, `r_eyelid.npy` |
 | `face_mask` | (K,) | `FLAME_masks.pkl["face"]` (the rendered face region) |
 | optional: `masks.<region>`, `render.faces`, `lmk203.<key>` | | the other FLAME masks, `head_template.obj` faces, the 203-point embedding |
+| optional: `templates.expression` | (N, E) | expression coefficient vectors for the training cycle path's template injection (FLAME: the FaMoS templates; zoo's offline model: coefficients of training frames) |
 
 `S` shape components come first in `shapedirs` (300 for FLAME 2020, stated by the metadata `shape_components`), then
 the expression components. The official files are licensed (FLAME: https://flame.is.tue.mpg.de, registration
@@ -46,7 +47,7 @@ LMK_KEYS = ("static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces
             "full_lmk_faces_idx", "full_lmk_bary_coords")
 REQUIRED = (tuple(f"model.{k}" for k in MODEL_KEYS) + tuple(f"lmk.{k}" for k in LMK_KEYS)
             + ("mp.lmk_face_idx", "mp.lmk_b_coords", "l_eyelid", "r_eyelid", "face_mask"))
-OPTIONAL_PREFIXES = ("mp.", "masks.", "render.", "lmk203.")
+OPTIONAL_PREFIXES = ("mp.", "masks.", "render.", "lmk203.", "templates.")
 
 # the official files, relative to TEASER's assets/ folder
 _PKL = ("FLAME2020/generic_model.pkl", "generic_model.pkl")

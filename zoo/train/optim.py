@@ -11,25 +11,40 @@ from torch import nn
 __all__ = ["LRSchedule", "build_optimizer", "build_scheduler"]
 
 
+OPTIM_ATTRIBUTE = "zoo_optim"  # per-parameter options an objective may set in `setup`: {"lr_scale": x, "betas": (a, b)}
+
+
 def build_optimizer(module: nn.Module, cfg: Any) -> torch.optim.Optimizer:
     """AdamW/Adam over the trainable parameters; weight decay only on tensors with ndim >= 2.
+
+    An objective can give some parameters their own learning-rate factor and betas before the optimisers are built
+    (e.g. TEASER's encoders at 0.25 x the generator's rate with Adam's default betas): it sets
+    `param.zoo_optim = {"lr_scale": 0.25, "betas": (0.9, 0.999)}`, and those parameters form their own groups (the
+    schedule multiplies every group's rate by the same factor, so the ratio holds).
 
     Args:
         module: the model (or discriminator) to optimise.
         cfg: an `OptimizerConfig` (name, lr, betas, weight_decay, eps).
     """
-    decay, no_decay = [], []
+    groups: dict[tuple, list[nn.Parameter]] = {}
     for param in module.parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    if not decay and not no_decay:
+            options = getattr(param, OPTIM_ATTRIBUTE, None) or {}
+            unknown = set(options) - {"lr_scale", "betas"}
+            if unknown:
+                raise ValueError(f"per-parameter optimiser options are lr_scale and betas, got {sorted(unknown)}")
+            betas = tuple(float(b) for b in options.get("betas", cfg.betas))
+            key = (param.ndim >= 2, float(options.get("lr_scale", 1.0)), betas)
+            groups.setdefault(key, []).append(param)
+    if not groups:
         raise ValueError(f"{type(module).__name__} has no trainable parameters to optimise")
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
     cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(cfg.name)
     if cls is None:
         raise ValueError(f"optimizer name must be adamw or adam, got {cfg.name!r}")
-    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    param_groups = [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr * scale,
+                     "betas": betas} for (decay, scale, betas), params in sorted(groups.items(), key=lambda kv: (
+                         not kv[0][0], kv[0][1] != 1.0, kv[0][1], kv[0][2]))]
+    return cls(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
 class LRSchedule:

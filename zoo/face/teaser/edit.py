@@ -18,7 +18,7 @@ __all__ = ["EXPRESSION_KEYS", "swap_appearance", "transfer_expression"]
 EXPRESSION_KEYS = ("expression_params", "jaw_params", "eyelid_params")
 
 
-def _replace(target: Tokens, source: Tokens, keys: tuple[str, ...]) -> Tokens:
+def _replace(target: Tokens, source: Tokens, keys: tuple[str, ...], ids: bool = False) -> Tokens:
     if not isinstance(target, Tokens) or not isinstance(source, Tokens):
         raise TypeError("both arguments must be TEASER Tokens (from tok.encode)")
     if source.batch_size not in (1, target.batch_size):
@@ -31,12 +31,18 @@ def _replace(target: Tokens, source: Tokens, keys: tuple[str, ...]) -> Tokens:
         if value.shape[1:] != target.meta[key].shape[1:]:
             raise ValueError(f"meta[{key!r}] shapes differ: {tuple(value.shape)} vs {tuple(target.meta[key].shape)}")
         meta[key] = value.to(target.meta[key].device).expand_as(target.meta[key]).clone()
-    return Tokens(target.ids.clone(), target.lengths, target.layout, meta)
+    new_ids = target.ids.clone()
+    if ids:  # discrete (teaser-fsq) appearance lives in the ids; TEASER's slot ids are the same in every row
+        if source.ids.shape[1:] != target.ids.shape[1:]:
+            raise ValueError(f"ids shapes differ: {tuple(source.ids.shape)} vs {tuple(target.ids.shape)}")
+        new_ids = source.ids.to(target.ids.device).expand_as(target.ids).clone()
+    return Tokens(new_ids, target.lengths, target.layout, meta)
 
 
 def swap_appearance(geometry: Tokens, appearance: Tokens) -> Tokens:
-    """`geometry`'s FLAME parameters, camera and hull with `appearance`'s four tokens (a batch of 1 is broadcast)."""
-    return _replace(geometry, appearance, ("tokens",))
+    """`geometry`'s FLAME parameters, camera and hull with `appearance`'s four tokens (and, for `teaser-fsq`, their
+    ids); a batch of 1 is broadcast."""
+    return _replace(geometry, appearance, ("tokens",), ids=True)
 
 
 def transfer_expression(target: Tokens, source: Tokens) -> Tokens:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from zoo.face.render import face_hull_mask, mask_background, orthographic_projec
 from zoo.face.teaser.encoder import TeaserEncoder
 from zoo.face.teaser.face import FaceModel, load_face_model
 from zoo.face.teaser.generator import TeaserGenerator
+from zoo.face.teaser.quant import TokenQuantizer
 from zoo.face.teaser.slots import NUM_SLOTS, ScaleSlots
 from zoo.registry import register_family
 
@@ -69,9 +70,11 @@ class Teaser(FaceTokenizer):
             `$ZOO_HOME/flame/` (see `zoo.face.teaser.face`). Not part of the weights; loaded on first use.
         face_model_assets: TEASER's `assets/` folder when `face_model` is a `.pkl` stored elsewhere.
         mask_dilation: radius in pixels by which the face hole of the background image is dilated (10).
+        fsq_levels: None for TEASER's continuous tokens (ids name the 4 slots, `zoo.face.teaser.slots`); FSQ levels
+            (e.g. [8, 5, 5, 5]) for discrete appearance tokens (`teaser-fsq`, `zoo.face.teaser.quant`): each token is
+            projected to `fsq_codes_per_token` FSQ codes whose ids are `Tokens.ids`.
+        fsq_codes_per_token: ids per appearance token with FSQ (G; `Tokens.ids` is `[B, 4 G]`).
     """
-
-    is_discrete: ClassVar[bool] = False  # continuous tokens: ids name slots (zoo.face.teaser.slots)
 
     def __init__(
         self,
@@ -84,6 +87,8 @@ class Teaser(FaceTokenizer):
         face_model: str | None = None,
         face_model_assets: str | None = None,
         mask_dilation: int = 10,
+        fsq_levels: list[int] | None = None,
+        fsq_codes_per_token: int = 1,
     ) -> None:
         super().__init__()
         for name, value in (("n_shape", n_shape), ("n_exp", n_exp), ("token_dim", token_dim),
@@ -101,20 +106,31 @@ class Teaser(FaceTokenizer):
         self.mask_dilation = int(mask_dilation)
         self.encoder = TeaserEncoder(n_shape, n_exp, float(backbone_multiplier), token_dim)
         self.generator = TeaserGenerator(6, 3, init_features, res_blocks, token_dim)
+        self.quantizer = None if fsq_levels is None else TokenQuantizer(token_dim, list(fsq_levels),
+                                                                        fsq_codes_per_token)
         self.face: FaceModel | None = None  # loaded on first use
 
     # ------------------------------------------------------------------ face model
     @property
+    def is_discrete(self) -> bool:
+        """True for the FSQ variants (ids are codes); False for TEASER's continuous tokens (ids name slots)."""
+        return self.quantizer is not None
+
+    @property
     def codebooks(self) -> list[Codebook]:
+        if self.quantizer is not None:
+            return [Codebook(q, f"token{s} (FSQ {q.levels})") for s, q in enumerate(self.quantizer.quantizers)]
         return [Codebook(ScaleSlots(self.token_dim), "scale-slots (continuous values in meta['tokens'])")]
 
     def load_face_model(self) -> FaceModel:
-        """The FLAME + renderer this tokenizer draws with (loaded once, then kept on the model's device)."""
-        if self.face is None:
-            self.face = load_face_model(self.face_model_spec, self.face_model_assets, self.n_shape, self.n_exp,
-                                        self.image_size)
-        if self.face.flame.v_template.device != self.device:
-            self.face.to(self.device)
+        """The FLAME + renderer this tokenizer draws with (loaded once, then kept on the model's device). Loaded
+        outside inference mode, so that a model first used under `torch.inference_mode()` can still be trained."""
+        with torch.inference_mode(False):
+            if self.face is None:
+                self.face = load_face_model(self.face_model_spec, self.face_model_assets, self.n_shape, self.n_exp,
+                                            self.image_size)
+            if self.face.flame.v_template.device != self.device:
+                self.face.to(self.device)
         return self.face
 
     def flame(self, params: dict[str, Any] | Tokens) -> dict[str, torch.Tensor]:
@@ -140,16 +156,23 @@ class Teaser(FaceTokenizer):
 
     # ------------------------------------------------------------------ tokens
     def _geometry(self, tokens: Tokens) -> dict[str, torch.Tensor]:
-        """Checked meta of a TEASER `Tokens` (the parameters and `tokens`), on the model's device and dtype."""
+        """Checked meta of a TEASER `Tokens` (the parameters and `tokens`), on the model's device and dtype. With FSQ
+        the appearance tokens come from the ids (their meta copy is ignored)."""
         self.check_tokens(tokens)
         ids = tokens.ids
-        if ids.dim() != 2 or ids.shape[1] != NUM_SLOTS or not torch.equal(
+        batch = ids.shape[0]
+        if self.quantizer is not None:
+            if ids.dim() != 2 or ids.shape[1] != self.quantizer.num_ids:
+                raise ValueError(f"{self.name or 'this teaser-fsq model'}'s ids are [B, {self.quantizer.num_ids}] "
+                                 f"(4 tokens x {self.quantizer.codes_per_token} FSQ codes); got {tuple(ids.shape)}")
+        elif ids.dim() != 2 or ids.shape[1] != NUM_SLOTS or not torch.equal(
                 ids, torch.arange(NUM_SLOTS, device=ids.device).expand_as(ids)):
             raise ValueError(f"TEASER token ids are the slot numbers [0, 1, 2, 3] in every row (the values are in "
                              f"meta['tokens']); got ids of shape {tuple(ids.shape)}: {ids[:1].tolist()}")
-        batch = ids.shape[0]
         widths = {"pose_params": (3,), "cam": (3,), "shape_params": (self.n_shape,), "expression_params": (self.n_exp,),
-                  "eyelid_params": (2,), "jaw_params": (3,), "tokens": (NUM_SLOTS, self.token_dim)}
+                  "eyelid_params": (2,), "jaw_params": (3,)}
+        if self.quantizer is None:
+            widths["tokens"] = (NUM_SLOTS, self.token_dim)
         out = {}
         for key, shape in widths.items():
             value = tokens.meta.get(key)
@@ -159,6 +182,8 @@ class Teaser(FaceTokenizer):
                 raise ValueError(f"these tokens lack TEASER's meta[{key!r}] as a float [B, {', '.join(map(str, shape))}] "
                                  f"tensor (got {got}); were they made by another tokenizer?")
             out[key] = value.to(device=self.device, dtype=self.dtype)
+        if self.quantizer is not None:
+            out["tokens"] = self.quantizer.decode_ids(ids.to(self.device)).to(self.dtype)
         if isinstance(tokens.meta.get("hull_points"), torch.Tensor):
             out["hull_points"] = tokens.meta["hull_points"]
         return out
@@ -171,15 +196,25 @@ class Teaser(FaceTokenizer):
             out = self.encoder(x)
         batch = x.shape[0]
         meta: dict[str, Any] = {k: out[k] for k in GEOMETRY_KEYS}
-        meta["tokens"] = out["tokens"]
+        if self.quantizer is not None:
+            ids = self.quantizer.assign(out["tokens"])
+            meta["tokens"] = self.quantizer.decode_ids(ids).to(x.dtype)  # what the generator will see
+            layout: tuple[int, ...] = (NUM_SLOTS, self.quantizer.codes_per_token)
+        else:
+            ids = torch.arange(NUM_SLOTS, device=x.device).expand(batch, -1).clone()
+            meta["tokens"] = out["tokens"]
+            layout = (NUM_SLOTS,)
         meta["image_size"] = self.image_size
         if hull_points is not None:
             meta["hull_points"] = self._check_points(hull_points, batch).to(x.device)
-        ids = torch.arange(NUM_SLOTS, device=x.device).expand(batch, -1).clone()
-        return Tokens(ids, layout=(NUM_SLOTS,), meta=meta)
+        return Tokens(ids, layout=layout, meta=meta)
 
     def embed(self, tokens: Tokens) -> torch.Tensor:
-        """The continuous appearance tokens `[B, 4, T]` (TEASER has no code table)."""
+        """TEASER: the continuous appearance tokens `[B, 4, T]` (no code table). FSQ variants: the code vectors of
+        the ids `[B, 4 G, d]` (differentiable only through nothing: FSQ codes are fixed grid points)."""
+        if self.quantizer is not None:
+            self.check_tokens(tokens)
+            return self.quantizer.codes(tokens.ids.to(self.device)).to(self.dtype)
         return self._geometry(tokens)["tokens"]
 
     @staticmethod
@@ -198,15 +233,30 @@ class Teaser(FaceTokenizer):
         (official `masking_face`); returns (masked image, keep mask `[B, 1, 224, 224]`).
 
         The hull is that of `hull_points` (crop pixels, MediaPipe's 478 landmarks officially), else of the
-        rendered face region's projected vertices (`transformed_vertices`, what FLAME says the face covers).
+        rendered face region's projected vertices (`transformed_vertices`, what FLAME says the face covers). Rows
+        of `hull_points` that are all NaN (training faces without MediaPipe points, `zoo.face.data`) take the
+        rendered region's hull too.
         """
-        if hull_points is None:
+        batch = image.shape[0]
+        missing = None
+        if isinstance(hull_points, torch.Tensor) and hull_points.dim() == 3 and hull_points.shape[0] == batch:
+            missing = torch.isnan(hull_points).flatten(1).all(1)
+            if bool(missing.all()):
+                hull_points, missing = None, None
+            elif bool(missing.any()):
+                hull_points = torch.where(missing[:, None, None], torch.zeros_like(hull_points), hull_points)
+            else:
+                missing = None
+        if hull_points is None or missing is not None:
             if transformed_vertices is None:
                 raise ValueError("masked_input needs hull_points or the rendered face's transformed_vertices")
             face = self.load_face_model()
-            region = transformed_vertices[:, face.renderer.keep, :2]
-            hull_points = (region.detach() + 1) * (self.image_size / 2)
-        hull = face_hull_mask(self._check_points(hull_points, image.shape[0]), self.image_size).to(image)
+            region = (transformed_vertices[:, face.renderer.keep, :2].detach() + 1) * (self.image_size / 2)
+        if hull_points is None:
+            hull_points = region
+        hull = face_hull_mask(self._check_points(hull_points, batch), self.image_size).to(image)
+        if missing is not None:
+            hull[missing] = face_hull_mask(region[missing].float(), self.image_size).to(image)
         drawn = 1 - (rendered == 0).all(dim=1, keepdim=True).to(image.dtype)
         return mask_background(image, hull, drawn, self.mask_dilation)
 
@@ -267,24 +317,37 @@ class Teaser(FaceTokenizer):
         return crop.image, extra
 
     # ------------------------------------------------------------------ training
-    def forward(self, x: torch.Tensor, hull_points: torch.Tensor | None = None) -> ForwardOutput:
+    def forward(self, x: torch.Tensor, hull_points: torch.Tensor | None = None, generate: bool = True) -> ForwardOutput:
         """Training pass of the reconstruction path: encoders (BatchNorm in the module's mode) -> FLAME -> render
-        -> masked input -> generator. `reconstruction` is the generator output; `extras` hold the encoder outputs
-        (`params`), FLAME's (`flame`), the render (`rendered`, `rendered_mask`), `masked` and `keep_mask`, for the
-        objective's landmark, photometric and cycle losses."""
+        -> masked input -> (FSQ ->) generator. `reconstruction` is the generator output (None with
+        `generate=False`, stage 1, which also skips rendering); `extras` hold the encoder outputs (`params`; `params["tokens"]` are the
+        continuous tokens, `tokens_generator` what the generator took), FLAME's (`flame`), the render (`rendered`,
+        `rendered_mask`, `transformed_vertices`), `masked` and `keep_mask`, for the objective's landmark,
+        photometric and cycle losses. FSQ variants add usage / perplexity stats."""
         x = self.check_input(x)
         params = self.encoder(x)
         face = self.load_face_model()
         geometry = face.flame(params)
-        rendered = face.renderer(geometry["vertices"], params["cam"])
-        with torch.no_grad():
-            masked, keep = self.masked_input(x, rendered["image"].detach(), hull_points,
-                                             rendered["transformed_vertices"])
-        reconstruction = self.generator(torch.cat([rendered["image"], masked], dim=1).to(x.dtype), params["tokens"])
+        batch, stats = x.shape[0], {}
+        if self.quantizer is not None:
+            tokens_gen, ids, stats = self.quantizer(params["tokens"])
+            layout: tuple[int, ...] = (NUM_SLOTS, self.quantizer.codes_per_token)
+        else:
+            tokens_gen = params["tokens"]
+            ids = torch.arange(NUM_SLOTS, device=x.device).expand(batch, -1).clone()
+            layout = (NUM_SLOTS,)
+        extras = {"params": params, "flame": geometry, "tokens_generator": tokens_gen}
+        reconstruction = None
+        if generate:
+            rendered = face.renderer(geometry["vertices"], params["cam"])
+            extras.update(rendered=rendered["image"], rendered_mask=rendered["mask"],
+                          transformed_vertices=rendered["transformed_vertices"])
+            with torch.no_grad():
+                masked, keep = self.masked_input(x, rendered["image"].detach(), hull_points,
+                                                 rendered["transformed_vertices"])
+            reconstruction = self.generator(torch.cat([rendered["image"], masked], dim=1).to(x.dtype), tokens_gen)
+            extras.update(masked=masked, keep_mask=keep)
         meta = {k: params[k].detach() for k in GEOMETRY_KEYS}
-        meta["tokens"] = params["tokens"].detach()
-        ids = torch.arange(NUM_SLOTS, device=x.device).expand(x.shape[0], -1).clone()
-        tokens = Tokens(ids, layout=(NUM_SLOTS,), meta=meta)
-        extras = {"params": params, "flame": geometry, "rendered": rendered["image"], "rendered_mask": rendered["mask"],
-                  "transformed_vertices": rendered["transformed_vertices"], "masked": masked, "keep_mask": keep}
-        return ForwardOutput(reconstruction, tokens, {}, {}, extras)
+        meta["tokens"] = tokens_gen.detach()
+        tokens = Tokens(ids.detach(), layout=layout, meta=meta)
+        return ForwardOutput(reconstruction, tokens, {}, stats, extras)
