@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from zoo.convert import hf_siglip
 from zoo.convert.base import Converter, OfficialCheckpoint
 from zoo.convert.keymap import KeyMap, Rule, check_complete, is_meta
 from zoo.registry import register_converter
@@ -73,7 +74,7 @@ def _add_padding_row(t: torch.Tensor) -> torch.Tensor:
 
 
 # HF SiglipVisionModel (inside SiglipModel) -> timm VisionTransformer; `qkv_proj` and the head's `q_proj` / `kv_proj`
-# exist only after `_fuse` (and before `_unfuse`)
+# exist only after `hf_siglip.fuse` (and before `hf_siglip.unfuse`)
 SIGLIP_RULES = KeyMap([
     Rule(V + "embeddings.patch_embedding.{p}", B + "patch_embed.proj.{p}"),
     Rule(V + "embeddings.position_embedding.weight", B + "pos_embed", _add_batch, _drop_batch),
@@ -104,7 +105,6 @@ KEYMAP = SIGLIP_RULES + KeyMap([
     Rule("post_quant_conv.{rest:*}", "post_quant_conv.{rest:*}"),
     Rule("decoder.{rest:*}", "decoder.{rest:*}"),
 ])
-_QKV = re.compile(re.escape(V) + r"encoder\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)")
 _DROPPED_CHECKED = re.compile(r"(\w+)\.attn\.zero_k_bias")
 
 
@@ -186,46 +186,6 @@ def _siglip_folder(config: dict | None, folder: Path | None, siglip_path: str | 
 
 
 # -- handlers --------------------------------------------------------------------------------------------------------
-def _fuse(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF q / k / v projections -> one `qkv_proj` per layer; the head's packed `in_proj` -> `q_proj` + `kv_proj`."""
-    out = dict(state)
-    for key in list(state):
-        m = _QKV.fullmatch(key)
-        if m is None:
-            continue
-        base = key[: -len(f"q_proj.{m.group(2)}")]
-        parts = [base + f"{n}_proj.{m.group(2)}" for n in "qkv"]
-        missing = [p for p in parts if p not in state]
-        if missing:
-            raise ValueError(f"the SigLIP layer {m.group(1)} lacks {missing}")
-        out[base + f"qkv_proj.{m.group(2)}"] = torch.cat([out.pop(p) for p in parts])
-    head = V + "head.attention."
-    for p in ("weight", "bias"):
-        packed = out.pop(head + f"in_proj_{p}", None)
-        if packed is not None:
-            width = packed.shape[0] // 3
-            out[head + f"q_proj.{p}"], out[head + f"kv_proj.{p}"] = packed[:width], packed[width:]
-    return out
-
-
-def _unfuse(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    head = V + "head.attention."
-    for key, value in state.items():
-        if key.endswith((".self_attn.qkv_proj.weight", ".self_attn.qkv_proj.bias")):
-            base, p = key.rsplit(".qkv_proj.", 1)
-            for name, part in zip("qkv", value.chunk(3)):
-                out[f"{base}.{name}_proj.{p}"] = part
-        elif key.startswith(head + "kv_proj."):
-            continue
-        elif key.startswith(head + "q_proj."):
-            p = key.rsplit(".", 1)[1]
-            out[head + f"in_proj_{p}"] = torch.cat([value, state[head + f"kv_proj.{p}"]])
-        else:
-            out[key] = value
-    return out
-
-
 def _depths(state: dict[str, torch.Tensor], quantizer: str) -> list[int]:
     pattern = re.compile(re.escape(quantizer) + r"\.codebooks\.(\d+)\.")
     return sorted({int(m.group(1)) for k in state if (m := pattern.match(k))})
@@ -457,7 +417,7 @@ def siglip_to_backbone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     if V + "embeddings.patch_embedding.weight" not in vision:
         raise ValueError(f"no SigLIP vision tensors (vision_model.embeddings.patch_embedding.weight, ...) in the state "
                          f"dict (keys like {list(state)[:3]})")
-    ours, _, unknown = SIGLIP_RULES.to_ours(_fuse(vision))
+    ours, _, unknown = SIGLIP_RULES.to_ours(hf_siglip.fuse(vision, V))
     if unknown:
         raise ValueError(f"unknown SigLIP vision tensors {unknown[:8]}")
     return ours
@@ -487,7 +447,7 @@ class DualTokenConverter(Converter):
 
     def convert_state_dict(self, raw: OfficialCheckpoint, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         shared = {name: bool(model.config["shared_codebook"]) for name in _QUANTIZERS}
-        state = _fold_shared(_fuse(raw.state), shared)
+        state = _fold_shared(hf_siglip.fuse(raw.state, V), shared)
         _check_dropped(state)
         ours, _, unknown = KEYMAP.to_ours(state)
         if unknown:
@@ -506,7 +466,7 @@ class DualTokenConverter(Converter):
             raise ValueError("pooled_dim adds a Linear after the pooling head that the official model does not have; "
                              "a model with it has no official layout")
         own = model.state_dict()
-        official = _unfuse(KEYMAP.to_official(own))
+        official = hf_siglip.unfuse(KEYMAP.to_official(own), V)
         for theirs, ours in _PROJECTIONS.items():
             if f"{ours}.attn.q_bias" in own:
                 official[f"{theirs}.attn.zero_k_bias"] = torch.zeros_like(own[f"{ours}.attn.q_bias"])

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from zoo.convert import hf_siglip
 from zoo.convert.base import Converter, OfficialCheckpoint
 from zoo.convert.keymap import KeyMap, Rule, check_complete
 from zoo.registry import register_converter
@@ -193,51 +194,8 @@ def keymap(kind: str) -> KeyMap:
     return _PIXEL_RULES + _DECODER_RULES + _ENCODER_RULES[kind]
 
 
-_QKV = re.compile(re.escape(_SV) + r"encoder\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)")
-
-
-def _fuse_siglip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF q/k/v projections -> one `qkv_proj` per layer; the head's packed `in_proj` -> `q_proj` + `kv_proj`."""
-    out = dict(state)
-    for key in list(state):
-        m = _QKV.fullmatch(key)
-        if m is None:
-            continue
-        base = key[: -len(f"q_proj.{m.group(2)}")]
-        parts = [base + f"{n}_proj.{m.group(2)}" for n in "qkv"]
-        missing = [p for p in parts if p not in state]
-        if missing:
-            raise ValueError(f"the SigLIP layer {m.group(1)} lacks {missing}")
-        out[base + f"qkv_proj.{m.group(2)}"] = torch.cat([out.pop(p) for p in parts])
-    head = _SV + "head.attention."
-    for p in ("weight", "bias"):
-        packed = out.pop(head + f"in_proj_{p}", None)
-        if packed is not None:
-            width = packed.shape[0] // 3
-            out[head + f"q_proj.{p}"], out[head + f"kv_proj.{p}"] = packed[:width], packed[width:]
-    return out
-
-
-def _unfuse_siglip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    head = _SV + "head.attention."
-    for key, value in state.items():
-        if key.endswith((".self_attn.qkv_proj.weight", ".self_attn.qkv_proj.bias")):
-            base, p = key.rsplit(".qkv_proj.", 1)
-            for name, part in zip("qkv", value.chunk(3)):
-                out[f"{base}.{name}_proj.{p}"] = part
-        elif key.startswith(head + "kv_proj."):
-            continue
-        elif key.startswith(head + "q_proj."):
-            p = key.rsplit(".", 1)[1]
-            out[head + f"in_proj_{p}"] = torch.cat([value, state[head + f"kv_proj.{p}"]])
-        else:
-            out[key] = value
-    return out
-
-
-_PREPARE: dict[str, Callable[[dict], dict]] = {"siglip_so400m": _fuse_siglip}
-_FINISH: dict[str, Callable[[dict], dict]] = {"siglip_so400m": _unfuse_siglip}
+_PREPARE: dict[str, Callable[[dict], dict]] = {"siglip_so400m": lambda state: hf_siglip.fuse(state, _SV)}
+_FINISH: dict[str, Callable[[dict], dict]] = {"siglip_so400m": lambda state: hf_siglip.unfuse(state, _SV)}
 
 
 # -- shapes ---------------------------------------------------------------------------------------------------------
