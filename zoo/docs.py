@@ -37,8 +37,16 @@ def meta_model(name: str):
 
 
 def codebooks_text(tok) -> str:
-    """The codebook shapes of a tokenizer, e.g. "4096x8 + 16384x8"."""
-    return " + ".join(f"{book.size}x{book.dim}" for book in tok.codebooks)
+    """The codebook shapes of a tokenizer, e.g. "4096x8 + 16384x8"; a run of equal shapes once, e.g. "16384x32 (x8)"
+    (residual depths, one table per depth or one shared by them)."""
+    runs: list[list] = []  # [shape, count, group]: a group is the name before ".<depth>" ("pixel" of "pixel.3")
+    for book in tok.codebooks:
+        shape, group = f"{book.size}x{book.dim}", book.name.rsplit(".", 1)[0]
+        if runs and runs[-1][0] == shape and runs[-1][2] == group:
+            runs[-1][1] += 1
+        else:
+            runs.append([shape, 1, group])
+    return " + ".join(shape if n == 1 else f"{shape} (x{n})" for shape, n, _ in runs)
 
 
 def _one_line(err: BaseException) -> str:
