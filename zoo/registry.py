@@ -53,8 +53,10 @@ def _check_converter(obj: Any) -> None:
 
 FAMILIES: Registry[type[Tokenizer]] = Registry("family", packages=("zoo.image", "zoo.audio", "zoo.face"),
                                                check=_check_family)
+# A converter lives in `zoo/convert/<family>.py`; one for a part of a family ("karl-vqgan": KARL's base VQGAN)
+# may live in its family's module, so a lookup imports the module named before the first "-".
 CONVERTERS: Registry[Any] = Registry("converter", packages=("zoo.convert",), check=_check_converter,
-                                     lazy_module=lambda family: f"zoo.convert.{family}")
+                                     lazy_module=lambda family: f"zoo.convert.{family.split('-')[0]}")
 
 
 @dataclass
