@@ -543,3 +543,22 @@ def test_the_export_block_is_a_valid_registry_entry_pointing_at_the_docs():
     headings = [line.lstrip("#").strip().lower().replace(" ", "-") for line in (root / page).read_text().splitlines()
                 if line.startswith("#")]
     assert anchor in headings
+
+
+def test_pixel_decoder_x_prediction_lands_on_its_predicted_image_and_refuses_unknown_modes():
+    """With prediction "x" the network's output is the clean image and the Euler sampler ends exactly on it (the last
+    step from t = 1/steps divides by that t); a fresh AdaLN-zero head predicts 0, so samples are 0 in [-1, 1]."""
+    from zoo.image.seed.pixel_decoder import EmbeddingFlowDecoder
+
+    torch.manual_seed(0)
+    decoder = EmbeddingFlowDecoder(28, 16, width=32, depth=1, num_heads=2, patch_size=14, prediction="x").eval()
+    for steps in (1, 3, 8):
+        assert decoder.sample(torch.randn(2, 16), steps=steps).abs().max().item() < 1e-6
+    x_t, t = torch.randn(2, 3, 28, 28), torch.tensor([0.5, 0.01])
+    v = decoder.velocity(x_t, t, torch.randn(2, 16))
+    torch.testing.assert_close(v, x_t / torch.tensor([0.5, decoder.min_t])[:, None, None, None])  # (x_t - 0) / t
+    loss = decoder.train().loss(torch.rand(2, 3, 28, 28), torch.randn(2, 16))
+    loss.backward()
+    assert torch.isfinite(loss) and decoder.head.proj.weight.grad is not None
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        EmbeddingFlowDecoder(28, 16, width=32, depth=1, num_heads=2, patch_size=14, prediction="eps")

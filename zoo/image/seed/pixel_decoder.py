@@ -25,7 +25,8 @@ from zoo.nn import AdaLNHead, AdaLNZeroBlock, TimestepEmbedder, sincos_2d
 __all__ = ["DECODER_DEFAULTS", "EmbeddingFlowDecoder"]
 
 DECODER_DEFAULTS = {"width": 192, "depth": 4, "num_heads": 4, "patch_size": 8, "cond_dropout": 0.1, "steps": 20,
-                    "guidance": 1.5}
+                    "guidance": 1.5, "prediction": "velocity", "min_t": 0.05}
+PREDICTIONS = ("velocity", "x")
 
 
 class EmbeddingFlowDecoder(nn.Module):
@@ -38,15 +39,26 @@ class EmbeddingFlowDecoder(nn.Module):
         patch_size: pixel patch side (S must be a multiple).
         cond_dropout: probability of replacing the embedding by the null embedding in training.
         steps, guidance: the default Euler steps and guidance scale of `sample`.
+        prediction: what the network outputs: "velocity" (`noise - data`, as FlexTok) or "x" (the clean image,
+            turned into the velocity `(x_t - x) / t`): with patches wider than the model (14 x 14 x 3 = 588 numbers
+            into width 128) a network cannot output the noise a velocity holds, but it can output the image (Li & He
+            2025, "Back to Basics: Let Denoising Generative Models Denoise").
+        min_t: with prediction "x", the smallest t divided by (the velocity's 1 / t blows up near the data).
     """
 
     def __init__(self, image_size: int, embedding_dim: int, width: int = 192, depth: int = 4, num_heads: int = 4,
-                 patch_size: int = 8, cond_dropout: float = 0.1, steps: int = 20, guidance: float = 1.5) -> None:
+                 patch_size: int = 8, cond_dropout: float = 0.1, steps: int = 20, guidance: float = 1.5,
+                 prediction: str = "velocity", min_t: float = 0.05) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"pixel decoder: image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"pixel decoder: cond_dropout must lie in [0, 1), got {cond_dropout}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"pixel decoder: prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if not 0.0 < min_t < 1.0:
+            raise ValueError(f"pixel decoder: min_t must lie in (0, 1), got {min_t}")
+        self.prediction, self.min_t = prediction, float(min_t)
         self.image_size, self.patch_size = image_size, patch_size
         self.grid = image_size // patch_size
         self.cond_dropout = cond_dropout
@@ -67,7 +79,10 @@ class EmbeddingFlowDecoder(nn.Module):
         x = self.patch_embed(patchify(x_t, self.patch_size)) + self.pos_embed
         for block in self.blocks:
             x = block(x, cond)
-        return unpatchify(self.head(x, cond), self.patch_size, self.grid, 3)
+        out = unpatchify(self.head(x, cond), self.patch_size, self.grid, 3)
+        if self.prediction == "x":  # out is the clean image: v = (x_t - x) / t
+            return (x_t - out) / t.clamp_min(self.min_t)[:, None, None, None].to(out.dtype)
+        return out
 
     def loss(self, images: torch.Tensor, embedding: torch.Tensor, generator: torch.Generator | None = None
              ) -> torch.Tensor:
