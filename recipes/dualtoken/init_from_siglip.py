@@ -16,7 +16,6 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,13 +30,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import zoo
     from zoo.convert.dualtoken import read_siglip_weights, siglip_to_backbone
+    from zoo.train.warm_start import parse_overrides
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     backbone = siglip_to_backbone(read_siglip_weights(args.siglip))
     torch.manual_seed(args.seed)
     model = zoo.load(args.target, weights=None, **overrides)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-import yaml
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,14 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     from safetensors.torch import save_file
 
     import zoo
-    from zoo.train.warm_start import warm_start
+    from zoo.train.warm_start import parse_overrides, warm_start
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     source = zoo.load(args.source).float()
     torch.manual_seed(args.seed)  # the fresh tensors' initialisation, so that the file is reproducible
     target = zoo.load(args.target, weights=None, **overrides).float().eval()

@@ -17,7 +17,6 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,13 +31,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import zoo
     from zoo.convert.tokenflow import keymap
+    from zoo.train.warm_start import parse_overrides
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     state = torch.load(args.clip, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

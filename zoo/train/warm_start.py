@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["WarmStart", "warm_start"]
+__all__ = ["WarmStart", "parse_overrides", "warm_start"]
 
 # Output projections of a pre-norm residual block (`zoo.nn.Block`, `zoo.nn.CrossAttentionBlock`).
 _RESIDUAL_OUTPUTS = re.compile(r"\.blocks\.\d+\.(attn\.proj|cross_attn\.proj|mlp\.fc2)\.(weight|bias)$")
@@ -49,3 +49,16 @@ def warm_start(source: nn.Module, target: nn.Module) -> WarmStart:
             "and shape; warm_start is for two shapes of the same family"
         )
     return report
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["key=value", ...]` (a script's `--set` of constructor overrides) -> `{key: value}`, values read as YAML."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
