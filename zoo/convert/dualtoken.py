@@ -57,14 +57,6 @@ RELEASED_LAYERS = {"layer_recon": 6, "layer_sem": 26, "layer_shortcut": 4, "weig
 KNOWN_HEADS = {1152: 16, 1024: 16, 768: 12}  # SigLIP(2) so400m, large, base
 
 
-def _add_batch(t: torch.Tensor) -> torch.Tensor:
-    return t[None]
-
-
-def _drop_batch(t: torch.Tensor) -> torch.Tensor:
-    return t[0]
-
-
 def _drop_padding_row(t: torch.Tensor) -> torch.Tensor:
     return t[:-1]
 
@@ -75,23 +67,7 @@ def _add_padding_row(t: torch.Tensor) -> torch.Tensor:
 
 # HF SiglipVisionModel (inside SiglipModel) -> timm VisionTransformer; `qkv_proj` and the head's `q_proj` / `kv_proj`
 # exist only after `hf_siglip.fuse` (and before `hf_siglip.unfuse`)
-SIGLIP_RULES = KeyMap([
-    Rule(V + "embeddings.patch_embedding.{p}", B + "patch_embed.proj.{p}"),
-    Rule(V + "embeddings.position_embedding.weight", B + "pos_embed", _add_batch, _drop_batch),
-    Rule(V + "embeddings.position_ids", None),  # an index buffer (persistent in older transformers)
-    Rule(V + "encoder.layers.{i}.self_attn.qkv_proj.{p}", B + "blocks.{i}.attn.qkv.{p}"),
-    Rule(V + "encoder.layers.{i}.self_attn.out_proj.{p}", B + "blocks.{i}.attn.proj.{p}"),
-    Rule(V + "encoder.layers.{i}.layer_norm1.{p}", B + "blocks.{i}.norm1.{p}"),
-    Rule(V + "encoder.layers.{i}.layer_norm2.{p}", B + "blocks.{i}.norm2.{p}"),
-    Rule(V + "encoder.layers.{i}.mlp.{fc:fc1|fc2}.{p}", B + "blocks.{i}.mlp.{fc}.{p}"),
-    Rule(V + "post_layernorm.{p}", B + "norm.{p}"),
-    Rule(V + "head.probe", B + "attn_pool.latent"),
-    Rule(V + "head.attention.q_proj.{p}", B + "attn_pool.q.{p}"),
-    Rule(V + "head.attention.kv_proj.{p}", B + "attn_pool.kv.{p}"),
-    Rule(V + "head.attention.out_proj.{p}", B + "attn_pool.proj.{p}"),
-    Rule(V + "head.layernorm.{p}", B + "attn_pool.norm.{p}"),
-    Rule(V + "head.mlp.{fc:fc1|fc2}.{p}", B + "attn_pool.mlp.{fc}.{p}"),
-])
+SIGLIP_RULES = hf_siglip.keymap(V, B)
 KEYMAP = SIGLIP_RULES + KeyMap([
     Rule("siglip_model.text_model.{rest:*}", None),  # the text tower: not part of the image tokenizer
     Rule("siglip_model.{p:logit_scale|logit_bias}", None),

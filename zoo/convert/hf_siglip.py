@@ -3,6 +3,7 @@
 HF keeps each layer's attention as separate `q_proj` / `k_proj` / `v_proj` and the attention-pooling head as one
 packed `in_proj`; zoo's key tables expect one `qkv_proj` per layer and the head split into `q_proj` + `kv_proj`.
 `fuse` runs before a family's key table, `unfuse` after its inverse; both only touch keys under `prefix`.
+`keymap(official, ours)` is the vision tower's table from the fused names to timm's `VisionTransformer`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import re
 
 import torch
 
-__all__ = ["fuse", "unfuse"]
+from zoo.convert.keymap import KeyMap, Rule
+
+__all__ = ["fuse", "keymap", "unfuse"]
 
 
 def fuse(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -59,3 +62,32 @@ def unfuse(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
         else:
             out[key] = value
     return out
+
+
+def _add_batch(t: torch.Tensor) -> torch.Tensor:
+    return t[None]
+
+
+def _drop_batch(t: torch.Tensor) -> torch.Tensor:
+    return t[0]
+
+
+def keymap(official: str, ours: str) -> KeyMap:
+    """HF `SiglipVisionModel` names under `official` (after `fuse`) <-> timm `VisionTransformer` names under `ours`."""
+    return KeyMap([
+        Rule(official + "embeddings.patch_embedding.{p}", ours + "patch_embed.proj.{p}"),
+        Rule(official + "embeddings.position_embedding.weight", ours + "pos_embed", _add_batch, _drop_batch),
+        Rule(official + "embeddings.position_ids", None),  # an index buffer (persistent in older transformers)
+        Rule(official + "encoder.layers.{i}.self_attn.qkv_proj.{p}", ours + "blocks.{i}.attn.qkv.{p}"),
+        Rule(official + "encoder.layers.{i}.self_attn.out_proj.{p}", ours + "blocks.{i}.attn.proj.{p}"),
+        Rule(official + "encoder.layers.{i}.layer_norm1.{p}", ours + "blocks.{i}.norm1.{p}"),
+        Rule(official + "encoder.layers.{i}.layer_norm2.{p}", ours + "blocks.{i}.norm2.{p}"),
+        Rule(official + "encoder.layers.{i}.mlp.{fc:fc1|fc2}.{p}", ours + "blocks.{i}.mlp.{fc}.{p}"),
+        Rule(official + "post_layernorm.{p}", ours + "norm.{p}"),
+        Rule(official + "head.probe", ours + "attn_pool.latent"),
+        Rule(official + "head.attention.q_proj.{p}", ours + "attn_pool.q.{p}"),
+        Rule(official + "head.attention.kv_proj.{p}", ours + "attn_pool.kv.{p}"),
+        Rule(official + "head.attention.out_proj.{p}", ours + "attn_pool.proj.{p}"),
+        Rule(official + "head.layernorm.{p}", ours + "attn_pool.norm.{p}"),
+        Rule(official + "head.mlp.{fc:fc1|fc2}.{p}", ours + "attn_pool.mlp.{fc}.{p}"),
+    ])

@@ -115,14 +115,6 @@ def read_config(config: str | Path | dict | None) -> dict | None:
 
 
 # -- key maps -------------------------------------------------------------------------------------------------------
-def _add_batch(t: torch.Tensor) -> torch.Tensor:
-    return t[None]
-
-
-def _drop_batch(t: torch.Tensor) -> torch.Tensor:
-    return t[0]
-
-
 _PIXEL_RULES = KeyMap([
     Rule("encoder.conv_blocks.{i}.res.{j}.{rest:*}", "encoder.stages.{i}.blocks.{j}.{rest:*}"),
     Rule("decoder.conv_blocks.{i}.res.{j}.{rest:*}", "decoder.stages.{i}.blocks.{j}.{rest:*}"),
@@ -165,25 +157,9 @@ _CLIP_RULES = KeyMap([
     Rule("encoder_vqkd.transformer.resblocks.{i}.mlp.c_proj.{p}", "semantic_encoder.blocks.{i}.mlp.fc2.{p}"),
 ])
 # HF SiglipVisionModel -> timm vit_so400m_patch14_siglip_384. `qkv_proj`, `q_proj` / `kv_proj` of the head are the
-# official q/k/v projections fused (and the head's packed in_proj split) by `_SIGLIP_FUSE` before the table runs.
+# official q/k/v projections fused (and the head's packed in_proj split) by `hf_siglip.fuse` before the table runs.
 _SV, _ST = "encoder_vqkd.vision_model.", "semantic_encoder.model."
-_SIGLIP_RULES = KeyMap([
-    Rule(_SV + "embeddings.patch_embedding.{p}", _ST + "patch_embed.proj.{p}"),
-    Rule(_SV + "embeddings.position_embedding.weight", _ST + "pos_embed", _add_batch, _drop_batch),
-    Rule(_SV + "embeddings.position_ids", None),  # an index buffer (persistent in older transformers)
-    Rule(_SV + "encoder.layers.{i}.self_attn.qkv_proj.{p}", _ST + "blocks.{i}.attn.qkv.{p}"),
-    Rule(_SV + "encoder.layers.{i}.self_attn.out_proj.{p}", _ST + "blocks.{i}.attn.proj.{p}"),
-    Rule(_SV + "encoder.layers.{i}.layer_norm1.{p}", _ST + "blocks.{i}.norm1.{p}"),
-    Rule(_SV + "encoder.layers.{i}.layer_norm2.{p}", _ST + "blocks.{i}.norm2.{p}"),
-    Rule(_SV + "encoder.layers.{i}.mlp.{fc:fc1|fc2}.{p}", _ST + "blocks.{i}.mlp.{fc}.{p}"),
-    Rule(_SV + "post_layernorm.{p}", _ST + "norm.{p}"),
-    Rule(_SV + "head.probe", _ST + "attn_pool.latent"),
-    Rule(_SV + "head.attention.q_proj.{p}", _ST + "attn_pool.q.{p}"),
-    Rule(_SV + "head.attention.kv_proj.{p}", _ST + "attn_pool.kv.{p}"),
-    Rule(_SV + "head.attention.out_proj.{p}", _ST + "attn_pool.proj.{p}"),
-    Rule(_SV + "head.layernorm.{p}", _ST + "attn_pool.norm.{p}"),
-    Rule(_SV + "head.mlp.{fc:fc1|fc2}.{p}", _ST + "attn_pool.mlp.{fc}.{p}"),
-])
+_SIGLIP_RULES = hf_siglip.keymap(_SV, _ST)
 # timm ViTamin: the official module is the timm model itself (head and fc_norm deleted)
 _VITAMIN_RULES = KeyMap([Rule("encoder_vqkd.{rest:*}", "semantic_encoder.model.{rest:*}")])
 _ENCODER_RULES = {"clip": _CLIP_RULES, "siglip_so400m": _SIGLIP_RULES, "vitamin_xlarge": _VITAMIN_RULES}
