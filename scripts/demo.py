@@ -2,8 +2,12 @@
 
 Audio: wavtokenizer-tiny on `zoo/data/samples/speech.wav` -> tokens file -> decoded WAV + spectrogram PNG.
 Images: every image tokenizer's tiny variant on `zoo/data/samples/photo.png` -> tokens file -> PNG.
-A model without bundled weights runs with random weights, and the demo says so; except KARL (adaptive length), shown
-at two target errors with its bundled weights and skipped with a printed reason without them.
+Faces: every face tokenizer's tiny variant on `zoo/data/samples/face.png` (a crop with its MediaPipe points) -> the
+face tokens (16 ids for teaser-fsq-tiny) -> the face painted back into the crop, beside the input and the fitted
+geometry.
+A model without bundled weights runs with random weights, and the demo says so; except KARL (adaptive length) and the
+face tokenizers, shown with their bundled weights and skipped with a printed reason without them (random weights
+show nothing about adaptive token counts or faces).
 """
 
 from __future__ import annotations
@@ -115,6 +119,34 @@ def demo_karl(name: str, out: Path, errors: tuple[float, float] = (0.03, 0.07)) 
     return metrics
 
 
+def demo_face(name: str, out: Path) -> dict | None:
+    """A face tokenizer on the bundled face crop: encode with its MediaPipe hull points, save and reload the tokens,
+    decode into the crop; writes input | geometry | reconstruction. Skipped, with the reason, without bundled weights."""
+    from zoo.metrics import psnr, ssim
+
+    spec = zoo.get_spec(name)
+    entry = spec.weights.get(spec.default_weights) if spec.default_weights else None
+    if entry is None or not entry.bundled:
+        print(f"[{name}] skipped: no bundled weights yet (see docs/teaser.md)")
+        return None
+    tok = zoo.load(name)
+    image = read_image(SAMPLES / "face.png")
+    hull = torch.tensor(json.loads((SAMPLES / "face.json").read_text())["hull_points"])[None]
+    print(f"[{name}] bundled weights '{entry.tag}'; face crop {tuple(image.shape[-2:])}")
+    start = time.perf_counter()
+    with torch.inference_mode():
+        tokens = tok.encode(image, hull_points=hull)
+        tokens.save(out / f"{name}.tokens.safetensors")
+        tokens = zoo.Tokens.load(out / f"{name}.tokens.safetensors")
+        recon = tok.decode(tokens, image=image).clamp(0, 1)
+        geometry = tok.render(tokens)["image"].clamp(0, 1)
+    elapsed = time.perf_counter() - start
+    write_image(torch.cat([image, geometry, recon], dim=-1)[0], out / f"{name}.png")
+    metrics = {"psnr": float(psnr(image, recon).mean()), "ssim": float(ssim(image, recon).mean())}
+    metrics.update(tokens=int(tokens.ids.numel()), seconds=round(elapsed, 3), weights=f"bundled weights '{entry.tag}'")
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="where results are written")
@@ -131,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = metrics
             continue
         results[name] = demo_image(name, args.out)
+    for name in zoo.list_models("*-tiny", modality="face"):
+        metrics = demo_face(name, args.out)
+        if metrics is not None:
+            results[name] = metrics
     (args.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     width = max(len(n) for n in results) if results else 10
     print()

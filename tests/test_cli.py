@@ -213,7 +213,7 @@ def test_info_shows_weights_entries(capsys, tmp_path):
 def test_unknown_model_and_usage_errors(capsys, tmp_path):
     _assert_one_line_error(capsys, main(["info", "clitoy-imag-tiny"]), 1, "unknown model", "did you mean")
     _assert_one_line_error(capsys, main(["encode", "a.png"]), 2, "required")
-    _assert_one_line_error(capsys, main(["bench", "clitoy-image-tiny", "--amp", "int4"]), 2, "invalid choice")
+    _assert_one_line_error(capsys, main(["bench", "clitoy-image-tiny", "--precision", "int4"]), 2, "invalid choice")
     _assert_one_line_error(capsys, main(["frobnicate"]), 2, "invalid choice")
     src = _png(tmp_path / "a.png")
     code = main(["encode", str(tmp_path / "missing.png"), str(tmp_path / "t.safetensors"), "-m", "clitoy-image-tiny"])

@@ -26,6 +26,7 @@ from torch import nn
 
 from zoo.checks import check_audio, check_image, check_sample_rate
 from zoo.tokens import Tokens
+from zoo.precision import check_precision, precision_context, to_fp32
 
 __all__ = [
     "Codebook",
@@ -178,7 +179,16 @@ def _checked_call(method, tokens_first: bool):
         _check_common_kwargs(bound.arguments)
         if tokens_first and first is not None:
             self.check_tokens(bound.arguments.get(first))
-        out = method(self, *args, **kwargs)
+        if method.__name__ in ("encode", "decode") and self.precision != "fp32":
+            # reduced precision: the heavy layers under autocast, the marked fp32 blocks and the outputs in fp32
+            with precision_context(self.precision, self.device):
+                out = method(self, *args, **kwargs)
+            if isinstance(out, Tokens):
+                out.meta = to_fp32(out.meta)
+            else:
+                out = to_fp32(out)
+        else:
+            out = method(self, *args, **kwargs)
         if not tokens_first and isinstance(out, Tokens) and MAKER_KEY not in out.meta:
             out.meta[MAKER_KEY] = self.name or self.family  # decode refuses the tokens in another tokenizer
         return out
@@ -210,6 +220,16 @@ class Tokenizer(nn.Module):
 
     name: str | None = None  # registry name when built through the registry
     weights_tag: str | None = None
+    _precision: str = "fp32"
+
+    @property
+    def precision(self) -> str:
+        """Inference precision of `encode` / `decode`: "fp32" (default), "bf16" or "fp16" (`zoo.precision`)."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = check_precision(value)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -9,16 +9,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["AMP_DTYPES", "benchmark", "format_result", "make_input"]
-
-AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["benchmark", "format_result", "make_input", "precision_fidelity"]
 
 
 def make_input(tok, batch_size: int, seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
@@ -38,13 +35,6 @@ def make_input(tok, batch_size: int, seconds: float = 1.0, seed: int = 0) -> tor
 def _synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _autocast(device: str, amp: str):
-    dtype = AMP_DTYPES[amp]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
 
 
 def _timed(fn: Callable[[], Any], iters: int, warmup: int, device: str) -> tuple[float, Any]:
@@ -67,7 +57,7 @@ def benchmark(
     iters: int = 3,
     warmup: int = 1,
     seconds: float = 1.0,
-    amp: str = "none",
+    precision: str | None = None,
     encode_kwargs: Mapping[str, Any] | None = None,
     decode_kwargs: Mapping[str, Any] | None = None,
     name: str | None = None,
@@ -78,27 +68,30 @@ def benchmark(
     Args:
         tok: a tokenizer on the device to measure (its parameters' device).
         iters / warmup: timed and untimed calls of each stage.
-        amp: "none", "bf16" or "fp16" (autocast dtype).
+        precision: "fp32", "bf16" or "fp16" for this measurement (`zoo.precision`); None: the tokenizer's own.
         encode_kwargs / decode_kwargs: passed to every call (e.g. `num_tokens`, `steps`, `generator`).
         name: the model name the result reports (default `tok.name`).
 
-    Returns a JSON-ready dict: model, device, amp, batch_size, input_shape, tokens_shape, encode/decode
+    Returns a JSON-ready dict: model, device, precision, batch_size, input_shape, tokens_shape, encode/decode
     ms per batch and items per second, and for audio the real-time factors.
     """
     if iters < 1 or batch_size < 1 or warmup < 0:
         raise ValueError(f"iters and batch_size must be >= 1 and warmup >= 0, got {iters}, {batch_size}, {warmup}")
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
+    previous = tok.precision
+    tok.precision = previous if precision is None else precision
     device = str(tok.device)
     x = make_input(tok, batch_size, seconds)
     enc_kwargs, dec_kwargs = dict(encode_kwargs or {}), dict(decode_kwargs or {})
-    with torch.inference_mode(), _autocast(device, amp):
-        enc_s, tokens = _timed(lambda: tok.encode(x, **enc_kwargs), iters, warmup, device)
-        dec_s, _ = _timed(lambda: tok.decode(tokens, **dec_kwargs), iters, warmup, device)
+    try:
+        with torch.inference_mode():
+            enc_s, tokens = _timed(lambda: tok.encode(x, **enc_kwargs), iters, warmup, device)
+            dec_s, _ = _timed(lambda: tok.decode(tokens, **dec_kwargs), iters, warmup, device)
+    finally:
+        used, tok.precision = tok.precision, previous
     result = {
         "model": name if name is not None else tok.name,
         "device": device,
-        "amp": amp,
+        "precision": used,
         "batch_size": batch_size,
         "input_shape": list(x.shape),
         "tokens_shape": list(tokens.ids.shape),
@@ -117,7 +110,7 @@ def benchmark(
 def format_result(result: Mapping[str, Any], modality: str) -> str:
     """The human-readable report of a `benchmark` result (what `zoo bench` prints)."""
     lines = [
-        f"{result['model']} on {result['device']} (amp {result['amp']}), batch {result['batch_size']}, "
+        f"{result['model']} on {result['device']} ({result['precision']}), batch {result['batch_size']}, "
         f"input {tuple(result['input_shape'])} -> tokens {tuple(result['tokens_shape'])}"
     ]
     unit = "clips" if modality == "audio" else "images"
@@ -128,3 +121,91 @@ def format_result(result: Mapping[str, Any], modality: str) -> str:
             line += f", {result[f'{stage}_realtime_factor']:.1f}x realtime"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _decode_kwargs_for(tok, seed: int) -> dict[str, Any]:
+    import inspect
+
+    if "generator" in inspect.signature(tok.decode).parameters:  # stochastic decoders: the same noise both times
+        return {"generator": torch.Generator(device=tok.device).manual_seed(seed)}
+    return {}
+
+
+def _signal_metrics(tok, x: torch.Tensor, y: torch.Tensor, sample_rate: int | None) -> dict[str, float]:
+    from zoo.metrics import MetricUnavailable, mel_distance, psnr, stoi
+
+    if tok.modality != "audio":
+        return {"psnr": float(psnr(x.clamp(0, 1), y.clamp(0, 1)).mean())}
+    rate = sample_rate or tok.sample_rate
+    n = min(x.shape[-1], y.shape[-1])
+    x, y = x[..., :n], y[..., :n]
+    out = {"mel_distance": float(mel_distance(x, y, rate).mean())}
+    try:
+        out["stoi"] = sum(stoi(a, b, rate) for a, b in zip(x, y)) / len(x)
+    except MetricUnavailable:
+        pass
+    return out
+
+
+def precision_fidelity(tok, x: torch.Tensor, precision: str, *, encode_kwargs: Mapping[str, Any] | None = None,
+                       sample_rate: int | None = None, seed: int = 0, iters: int = 0) -> dict[str, Any]:
+    """What `precision` changes against fp32 on input `x`: the share of ids that stay the same, the reconstruction
+    metrics of both (PSNR for images and faces; mel distance and, where pystoi is installed, STOI for audio; each
+    encoded and decoded wholly in its precision), and with `iters` > 0 the encode / decode speed-up (median of
+    `iters` timed calls each after one warm-up, fp32 and `precision` alternating in this process)."""
+    enc = dict(encode_kwargs or {})
+    if tok.modality == "audio" and sample_rate is not None:
+        enc["sample_rate"] = sample_rate
+    previous = tok.precision
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for mode in ("fp32", precision):
+            tok.precision = mode
+            with torch.inference_mode():
+                tokens = tok.encode(x, **enc)
+                dec = _decode_kwargs_for(tok, seed)
+                if tok.modality == "audio" and sample_rate is not None:
+                    dec["sample_rate"] = sample_rate
+                y = tok.decode(tokens, **dec)
+            runs[mode] = {"tokens": tokens, "metrics": _signal_metrics(tok, x, y, sample_rate)}
+        ref, red = runs["fp32"]["tokens"], runs[precision]["tokens"]
+        valid = ref.valid_mask() & red.valid_mask()
+        if ref.ids.dim() == 3:
+            valid = valid[..., None].expand_as(ref.ids)
+        same = (ref.ids == red.ids)[valid]
+        result: dict[str, Any] = {"precision": precision, "ids_agreement": float(same.float().mean()),
+                                  "num_ids": int(same.numel())}
+        for key, value in runs["fp32"]["metrics"].items():
+            result[f"{key}_fp32"] = value
+            result[f"{key}_{precision}"] = runs[precision]["metrics"][key]
+        if iters > 0:
+            result.update(_speedups(tok, x, enc, precision, iters, seed))
+    finally:
+        tok.precision = previous
+    return result
+
+
+def _speedups(tok, x: torch.Tensor, enc: dict[str, Any], precision: str, iters: int, seed: int) -> dict[str, float]:
+    import statistics
+
+    device = str(tok.device)
+    times: dict[tuple[str, str], list[float]] = {}
+    tokens = {}
+    with torch.inference_mode():
+        for mode in ("fp32", precision):  # warm-up, and the tokens each precision decodes
+            tok.precision = mode
+            tokens[mode] = tok.encode(x, **enc)
+            tok.decode(tokens[mode], **_decode_kwargs_for(tok, seed))
+        for _ in range(iters):
+            for mode in ("fp32", precision):
+                tok.precision = mode
+                seconds, _ = _timed(lambda: tok.encode(x, **enc), 1, 0, device)
+                times.setdefault(("encode", mode), []).append(seconds)
+                seconds, _ = _timed(lambda: tok.decode(tokens[mode], **_decode_kwargs_for(tok, seed)), 1, 0, device)
+                times.setdefault(("decode", mode), []).append(seconds)
+    out = {}
+    for op in ("encode", "decode"):
+        fp32_s, red_s = statistics.median(times[(op, "fp32")]), statistics.median(times[(op, precision)])
+        out[f"{op}_s_fp32"], out[f"{op}_s_{precision}"] = fp32_s, red_s
+        out[f"{op}_speedup"] = fp32_s / red_s
+    return out

@@ -73,7 +73,7 @@ def _weights_arg(value: str) -> str | None:
     return None if value.lower() in ("none", "random") else value
 
 
-def _load_model(model: str, weights: str, device: str):
+def _load_model(model: str, weights: str, device: str, precision: str = "fp32"):
     """Load `model` (a registered name or a save_pretrained folder) with a CLI-worded error for missing weights."""
     import zoo
     from zoo.registry import get_spec_for, resolve_ref
@@ -87,7 +87,7 @@ def _load_model(model: str, weights: str, device: str):
                 f"{model} has no published weights yet; pass --weights none for a random model or --weights PATH "
                 "for your own .safetensors"
             )
-    tok = zoo.load(model, weights=w)
+    tok = zoo.load(model, weights=w, precision=precision)
     return tok.to(_device(device)).eval()
 
 
@@ -392,7 +392,7 @@ def _require_input(path: Path) -> Path:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     src, dst = _require_input(Path(args.input)), Path(args.output)
-    tok = _load_model(args.model, args.weights, args.device)
+    tok = _load_model(args.model, args.weights, args.device, args.precision)
     what = "audio" if tok.modality == "audio" else "an image"
     pairs = _pairs(src, dst, _input_extensions(tok.modality), TOKENS_SUFFIX, what)
     if src.is_file() and pairs[0][1].suffix != TOKENS_SUFFIX:
@@ -432,7 +432,7 @@ def _decode_shards(args: argparse.Namespace, src: Path, dst: Path) -> int:
     weights = args.weights or (manifest["weights"].get("tag") or "default")
     if manifest["weights"].get("sha256") is None and args.weights is None:
         weights = "none"
-    tok = _load_model(model, weights, args.device)
+    tok = _load_model(model, weights, args.device, args.precision)
     suffix = _out_suffix(tok, args.format)
     keys = args.key or [data[i][0] for i in range(len(data))]
     single = len(keys) == 1 and dst.suffix != ""
@@ -489,7 +489,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if not model:
         raise CliError(f"{first_file} does not say which model made it; pass --model NAME")
     weights = args.weights or first.meta.get("zoo_weights") or "default"
-    tok = _load_model(model, weights, args.device)
+    tok = _load_model(model, weights, args.device, args.precision)
     suffix = _out_suffix(tok, args.format)
     if src.is_file():
         pairs = [(src, dst / (src.stem + suffix) if dst.is_dir() else dst)]
@@ -517,7 +517,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     src, dst = _require_input(Path(args.input)), Path(args.output)
-    tok = _load_model(args.model, args.weights, args.device)
+    tok = _load_model(args.model, args.weights, args.device, args.precision)
     what = "audio" if tok.modality == "audio" else "an image"
     suffix = _out_suffix(tok, args.format)
     pairs = _pairs(src, dst, _input_extensions(tok.modality), suffix, what)
@@ -554,7 +554,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.iters < 1 or args.batch_size < 1 or args.warmup < 0:
         raise CliError("--iters and --batch-size must be >= 1 and --warmup >= 0")
-    tok = _load_model(args.name, args.weights, args.device)
+    tok = _load_model(args.name, args.weights, args.device, args.precision)
     if tok.modality == "audio" and int(args.seconds * tok.sample_rate) < 1:
         raise CliError(f"--seconds must give at least one sample at {tok.sample_rate} Hz")
     result = benchmark(
@@ -563,7 +563,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         iters=args.iters,
         warmup=args.warmup,
         seconds=args.seconds,
-        amp=args.amp,
+        precision=args.precision,
         encode_kwargs=_encode_kwargs(tok, args),
         decode_kwargs=_decode_kwargs(tok, args),
         name=args.name,
@@ -609,6 +609,13 @@ def _add_model_options(p: argparse.ArgumentParser, model_required: bool = True) 
         "or 'none' for random initialisation",
     )
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
+    _add_precision_option(p)
+
+
+def _add_precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32 (default, the reference numbers), or bf16 / fp16 (GPU): heavy layers in reduced "
+                   "precision, quantisers in fp32; ids can differ from fp32 (docs/performance.md)")
 
 
 def _add_encode_options(p: argparse.ArgumentParser) -> None:
@@ -687,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", help="model name (default: the one recorded by zoo encode)")
     p.add_argument("--weights", default=None, help="weights (default: the ones recorded by zoo encode); see encode")
     p.add_argument("--device", default="auto", help="torch device")
+    _add_precision_option(p)
     _add_decode_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     p.add_argument("--strict", action="store_true",
@@ -729,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=3, help="timed iterations (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up iterations (default 1)")
     p.add_argument("--seconds", type=float, default=1.0, help="audio: clip length in seconds (default 1)")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype")
+    _add_precision_option(p)
     p.add_argument("--num-tokens", type=int, help="encode with this many tokens (variable-length tokenizers)")
     p.add_argument("--target-error", type=float, help="adaptive tokenizers: target reconstruction error")
     p.add_argument("--steps", type=int, help="decoder sampling steps")

@@ -23,6 +23,7 @@ def _entrypoint(name: str) -> Callable[..., Any]:
     else:
         lines.append("No published weights yet: pass weights=None for a random model.")
     lines.append("weights=None builds the architecture with random weights; weights=PATH loads a .safetensors file.")
+    lines.append("precision='bf16' (or 'fp16' on GPU) runs encode / decode in reduced precision (docs/performance.md).")
     entry.__doc__ = "\n".join(lines)
     entry.__name__ = name.replace("-", "_").replace(".", "_")
     return entry

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.atomic import TMP_PREFIX, atomic_path, atomic_write_text
 from zoo.data.common import TarMember, list_tar_members
 from zoo.data.token_shards import FORMAT, MANIFEST, ShardItem, ids_dtype_for, shard_bytes
+from zoo.precision import check_precision
 
 __all__ = ["SourceItem", "TokenizeJob", "list_source", "main"]
 
@@ -182,7 +183,7 @@ class TokenizeJob:
     def __init__(self, model: str, data: str, out: str | Path, *, weights: str = "default",
                  num_tokens: int | None = None, target_error: float | None = None, batch_size: int = 8,
                  shard_size: int = 1000, num_workers: int = 0, device: str = "auto", strict: bool = False,
-                 over_full_scale: str = "error", quiet: bool = False) -> None:
+                 over_full_scale: str = "error", quiet: bool = False, precision: str = "fp32") -> None:
         if batch_size < 1 or shard_size < 1 or num_workers < 0:
             raise TokenizeError("--batch-size and --shard-size must be >= 1 and --num-workers >= 0")
         self.model_ref, self.weights, self.data = model, weights, data
@@ -192,13 +193,14 @@ class TokenizeJob:
         self.batch_size, self.shard_size, self.num_workers = batch_size, shard_size, num_workers
         self.device, self.strict, self.quiet = device, strict, quiet
         self.over_full_scale = over_full_scale
+        self.precision = check_precision(precision)
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def _load(self, device: torch.device) -> None:
         import zoo
 
         weights = None if str(self.weights).lower() in ("none", "random") else self.weights
-        self.tok = zoo.load(self.model_ref, weights=weights).to(device).eval()
+        self.tok = zoo.load(self.model_ref, weights=weights, precision=self.precision).to(device).eval()
         unknown = set(self.encode_options) - _accepted(self.tok.encode, list(self.encode_options))
         if unknown:
             raise TokenizeError(f"{self.model_ref} does not take {sorted(unknown)} (its encode options: "
@@ -246,6 +248,8 @@ class TokenizeJob:
                        "kind": self.kind, "num_items": len(self.items), "items_sha256": keys},
             "ids_dtype": str(ids_dtype_for([b.size for b in self.tok.codebooks])).replace("torch.", ""),
         }
+        if self.precision != "fp32":  # reduced-precision ids can differ from fp32 ones: never mixed in one folder
+            self.job["precision"] = self.precision
 
     def _check_or_write_job(self, is_main: bool) -> None:
         path = self.out / JOB_FILE
@@ -429,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="decoding worker processes per process (default 0)")
     p.add_argument("--device", default="auto", help="auto (Accelerate's device), cpu, or a torch device")
     p.add_argument("--strict", action="store_true", help="stop at the first bad item instead of skipping it")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32 (default), or bf16 / fp16 (GPU): faster, but some ids differ from fp32 "
+                   "(docs/performance.md)")
     p.add_argument("--over-full-scale", choices=("error", "normalize", "clip"), default="error",
                    help="float audio above full scale: skip the item (error, default), normalize or clip it")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
@@ -440,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     job = TokenizeJob(args.model, args.data, args.out, weights=args.weights, num_tokens=args.num_tokens,
                       target_error=args.target_error, batch_size=args.batch_size, shard_size=args.shard_size,
                       num_workers=args.num_workers, device=args.device, strict=args.strict,
-                      over_full_scale=args.over_full_scale, quiet=args.quiet)
+                      over_full_scale=args.over_full_scale, quiet=args.quiet, precision=args.precision)
     try:
         job.run()
     except (TokenizeError, FileNotFoundError, KeyError, ValueError) as err:

@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from zoo.api import Tokenizer
+from zoo.precision import check_precision, warn_if_emulated
 from zoo.plugins import Registry
 from zoo.weights import WeightsEntry, load_official_checkpoint, load_safetensors
 
@@ -410,6 +411,7 @@ def load(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    precision: str = "fp32",
     **overrides: Any,
 ) -> Tokenizer:
     """Build a tokenizer and load its weights; returns it in eval mode.
@@ -421,9 +423,12 @@ def load(
         weights: "default" (the variant's default entry), a tag of its weights entries, a path to a
             `.safetensors` file, or None for random initialisation.
         device, dtype: moved to after loading.
+        precision: "fp32" (default), "bf16" or "fp16": encode / decode run their heavy layers under autocast of that
+            dtype, quantisers and other sensitive parts in fp32 (`zoo.precision`; fidelity in docs/performance.md).
         **overrides: constructor kwargs replacing the config's (also with official weights, where they must agree
             with what the official files imply).
     """
+    check_precision(precision)
     kind, ref = resolve_ref(name_or_dir)
     if kind == "path":
         path = Path(ref)
@@ -441,6 +446,9 @@ def load(
     model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
+    model.precision = precision
+    if precision != "fp32":
+        warn_if_emulated(precision, model.device)
     return model
 
 

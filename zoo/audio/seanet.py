@@ -177,7 +177,8 @@ class SEANetResnetBlock(nn.Module):
         h = F.elu_(self.conv1.forward_time_major(F.elu(x)))
         short, conv2 = self.shortcut.conv, self.conv2.conv
         out = F.linear(x, short.weight[:, :, 0], short.bias + conv2.bias)
-        out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), conv2.weight[:, :, 0].t())
+        # in place, so outside autocast's reach: under bf16 / fp16 autocast `out` and `h` come reduced, the weight not
+        out.view(-1, out.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]).to(out.dtype), conv2.weight[:, :, 0].t().to(out.dtype))
         return out
 
 

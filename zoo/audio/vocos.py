@@ -14,6 +14,7 @@ from torch import nn
 
 from zoo.nn.attention import Attention
 from zoo.nn.norms import EmbeddingAdaLayerNorm
+from zoo.precision import full_precision
 
 __all__ = [
     "AttnBlock",
@@ -210,6 +211,7 @@ class ISTFTHead(nn.Module):
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`x` `[B, T, dim]` -> audio `[B, T * hop_length]`."""
         mag, phase = self.out(x).transpose(1, 2).chunk(2, dim=1)
-        mag = torch.exp(mag).clip(max=1e2)
-        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
-        return istft_same(spec, self.window, self.hop_length, frame_mask)
+        with full_precision(x.device):  # exp, phase and iSTFT in fp32 (complex bf16 does not exist)
+            mag, phase = torch.exp(mag.float()).clip(max=1e2), phase.float()
+            spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+            return istft_same(spec, self.window, self.hop_length, frame_mask)

@@ -29,6 +29,7 @@ from torch import nn
 from zoo.api import Codebook, FaceTokenizer, ForwardOutput, Tokens
 from zoo.checks import check_image
 from zoo.face.render import face_hull_mask, mask_background, orthographic_project
+from zoo.precision import full_precision, to_fp32
 from zoo.face.teaser.encoder import TeaserEncoder
 from zoo.face.teaser.face import FaceModel, load_face_model
 from zoo.face.teaser.generator import TeaserGenerator
@@ -147,11 +148,13 @@ class Teaser(FaceTokenizer):
         if not isinstance(params.get("cam"), torch.Tensor):
             raise ValueError(f"render needs 'cam' [B, 3] = (scale, tx, ty) among the parameters; got {sorted(params)}")
         face = self.load_face_model()
-        geometry = face.flame(params)
-        cam = params["cam"].to(geometry["vertices"].dtype)
-        out = face.renderer(geometry["vertices"], cam)
-        for key in ("landmarks_fan", "landmarks_mp"):
-            out[key] = orthographic_project(geometry[key], cam)[..., :2]
+        with full_precision(self.device):  # geometry and rasterisation decide pixels: fp32 under reduced precision
+            params = to_fp32(params)
+            geometry = face.flame(params)
+            cam = params["cam"].to(geometry["vertices"].dtype)
+            out = face.renderer(geometry["vertices"], cam)
+            for key in ("landmarks_fan", "landmarks_mp"):
+                out[key] = orthographic_project(geometry[key], cam)[..., :2]
         return out
 
     # ------------------------------------------------------------------ tokens
