@@ -10,6 +10,14 @@ in the same process (runs interleaved), a speed-up measure that does not depend 
     python benchmarks/flextok_speed.py --op tokenize --batch 1
     python benchmarks/flextok_speed.py --op detokenize --steps 8 --k 256
     python benchmarks/flextok_speed.py --all          # every row of the baseline table, one process each
+
+`--official PATH` (tokenize only) times the official code in the same process: a checkout of apple/ml-flextok
+(with hydra-core and mup installed) builds the d12-d12 of the baseline's reconstructed config (section 2.3: the
+parity fixture's hydra config scaled to dim 768, depth 12, head_dim 64, 256 registers, the default VAE with
+scaling factor 1), its zero tensors refilled as above; `zoo.from_official` converts that model's state dict, the
+ids of both are compared, and the two are timed alternately.
+
+    python benchmarks/flextok_speed.py --op tokenize --batch 2 --official ~/src/ml-flextok
 """
 
 from __future__ import annotations
@@ -97,6 +105,69 @@ def run_one(op: str, batch: int, steps: int | None, k: int | None, runs: int, th
     }
 
 
+def official_config(fixture_config: Path) -> dict:
+    """The baseline's reconstructed d12-d12 hydra config, from the parity fixture's (speed_baseline.md, 2.3)."""
+    cfg = json.loads(fixture_config.read_text())
+    cfg["_target_"] = "flextok.flextok_wrapper.FlexTok"
+    cfg["vae"].update(hf_hub_path=None, scaling_factor=1.0)  # the default AutoencoderKL; scale does not change speed
+    scale = {"dim": {32: 768, 48: 768}, "depth": {2: 12}, "head_dim": {16: 64}, "n_min": {16: 256}, "n_max": {16: 256}}
+    sizes = {(4, 4): [16, 16], (16,): [256]}  # patch grid 32 / 2 and the 256 register positions
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in scale and value in scale[key]:
+                    node[key] = scale[key][value]
+                elif key == "max_sizes" and tuple(value) in sizes:
+                    node[key] = sizes[tuple(value)]
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(cfg)
+    return cfg
+
+
+def run_official(batch: int, runs: int, threads: int, checkout: Path, fixture_config: Path) -> dict:
+    import torch
+
+    sys.path.insert(0, str(checkout))
+    torch.set_num_threads(threads)
+    import hydra
+
+    import zoo
+
+    cfg = official_config(fixture_config)
+    torch.manual_seed(0)
+    official = hydra.utils.instantiate(cfg).eval()
+    with torch.no_grad():
+        for param in official.parameters():
+            if param.dim() and not param.any():
+                param.normal_(0.0, 0.02)
+    config = {k: v for k, v in cfg.items() if k != "_target_"}
+    ours = zoo.from_official("flextok", dict(official.state_dict()), config=config).eval()
+    x = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = torch.cat(official.tokenize(x * 2 - 1))  # first call compiles the official flex attention
+        ids = ours.encode(x).ids
+        times: dict[str, list[float]] = {"official": [], "ours": []}
+        for _ in range(runs):  # alternating, so both see the same machine load
+            start = time.perf_counter()
+            official.tokenize(x * 2 - 1)
+            times["official"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            ours.encode(x)
+            times["ours"].append(time.perf_counter() - start)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {"op": "tokenize", "batch": batch, "threads": threads, "runs": runs,
+            "ours_median_s": round(median["ours"], 3), "official_median_s": round(median["official"], 3),
+            "speedup_vs_official": round(median["official"] / median["ours"], 3),
+            "ids_equal": bool(torch.equal(ref, ids)), "ids": int(ids.numel()),
+            "parameters": sum(p.numel() for p in official.parameters())}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--op", choices=["tokenize", "detokenize"], default="tokenize")
@@ -108,7 +179,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plain", action="store_true", help="also time the plain path (interleaved runs)")
     parser.add_argument("--all", action="store_true", help="run every baseline row, each in a fresh process")
     parser.add_argument("--out", default=None, help="append JSON lines here")
+    parser.add_argument("--official", type=Path, help="apple/ml-flextok checkout: time it in this process (tokenize)")
+    parser.add_argument("--fixture-config", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "flextok" / "config.json",
+                        help="the parity fixture's hydra config that --official scales up")
     args = parser.parse_args(argv)
+    if args.official is not None:
+        if args.op != "tokenize":
+            parser.error("--official times tokenize only (detokenize: compare with the baseline table)")
+        result = run_official(args.batch, args.runs, args.threads, args.official, args.fixture_config)
+        print(json.dumps(result), flush=True)
+        if args.out:
+            with Path(args.out).open("a") as handle:
+                handle.write(json.dumps(result) + "\n")
+        return
     if args.all:
         for op, batch, steps, k in BASELINE:
             cmd = [sys.executable, __file__, "--op", op, "--batch", str(batch), "--runs", str(args.runs),

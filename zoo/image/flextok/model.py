@@ -204,13 +204,17 @@ class FlexTok(ImageTokenizer):
 
     def vae_encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images in [-1, 1] -> scaled VAE latents `[B, C, h, w]`."""
+        if images.device.type == "cpu":
+            # oneDNN's convolutions (88 % of tokenize) are ~8 % faster on channels-last input; the weights stay as
+            # they are (benchmarks/flextok_speed.py --official: ids equal to the official code)
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             dist = self.vae.encode(images).latent_dist
             if self.vae_sample_posterior:
                 z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator, device=images.device)
             else:
                 z = dist.mode()
-        return z * self.vae_scaling_factor
+        return (z * self.vae_scaling_factor).contiguous()
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1] (raw decoder output)."""
