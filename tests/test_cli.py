@@ -465,3 +465,27 @@ def test_audio_over_full_scale_and_sample_rate_bounds_through_the_cli(tmp_path, 
     sf.write(str(tmp_path / "slow.wav"), np.zeros(100, dtype=np.float32), 1, subtype="FLOAT")
     code = main(["encode", str(tmp_path / "slow.wav"), str(tmp_path / "s.safetensors"), "-m", str(model_dir)])
     _assert_one_line_error(capsys, code, 1, "slow.wav's sample rate must lie in [1000, 768000] Hz, got 1")
+
+
+def test_face_tokenizer_reads_its_own_crop_and_paints_into_it(tmp_path, monkeypatch):
+    """`zoo encode` / `reconstruct` with a face tokenizer: the input comes from its `read_input` (the detector's crop
+    and hull points; here a stand-in for the detector), and `reconstruct` decodes into that crop."""
+    import numpy as np
+
+    from zoo.face import crop as face_crop
+
+    face = zoo.data.sample_path("face.png")
+    points = torch.tensor(json.loads(zoo.data.sample_path("face.json").read_text())["hull_points"])[None]
+    seen = []
+
+    def fake_read_face(path):
+        seen.append(Path(path).name)
+        return face_crop.FaceCrop(read_image(face), points, points[:, :68], np.eye(3), "test")
+
+    monkeypatch.setattr(face_crop, "read_face", fake_read_face)
+    tok_file, out = tmp_path / "f.tokens.safetensors", tmp_path / "f.png"
+    assert main(["encode", str(face), str(tok_file), "-m", "teaser-fsq-tiny", "--weights", "none", "-q"]) == 0
+    tokens = zoo.Tokens.load(tok_file)
+    assert tokens.ids.shape == (1, 16) and torch.equal(tokens.meta["hull_points"], points)
+    assert main(["reconstruct", str(face), str(out), "-m", "teaser-fsq-tiny", "--weights", "none", "-q"]) == 0
+    assert seen == ["face.png", "face.png"] and read_image(out).shape == (1, 3, 224, 224)
