@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zoo.precision import full_precision
 from zoo.quant.output import QuantizerOutput
 
 __all__ = ["Quantizer", "fp32", "row_chunks", "straight_through"]
@@ -17,8 +18,9 @@ _BLOCK_ELEMENTS = 2**24
 
 
 def fp32(device: torch.device) -> Any:
-    """A context that switches autocast off on `device`, so distances and rounding run in fp32."""
-    return torch.autocast(device_type=device.type, enabled=False)
+    """A context that switches autocast off on `device`, so distances and rounding run in fp32
+    (`zoo.precision.full_precision`, the one switch every family uses)."""
+    return full_precision(device)
 
 
 def straight_through(value: Tensor, source: Tensor) -> Tensor:
