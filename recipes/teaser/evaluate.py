@@ -13,6 +13,8 @@ Protocol (fixed before the bundled model was trained; the held-out split is used
 * geometry: the fitted face model's projected MediaPipe-105 points against the detected ones and its 51 inner 68-
   point landmarks (no contour) against dlib's, mean point-to-point distance over the detection's outer-eye-corner
   distance (NME, %), and in crop pixels;
+* baseline: the crop with the hole filled by the face's true mean colour (`baseline_psnr`, `baseline_psnr_face`),
+  what a generator that paints no face at all but knows its average colour would score;
 * model: the final (EMA) weights, no choice among checkpoints.
 
 Writes `<out>.json` and, with `--pictures DIR`, a reconstruction grid, an expression-transfer and a token-swap
@@ -115,6 +117,12 @@ def evaluate(tok, faces: dict[str, torch.Tensor], batch_size: int = 8) -> dict:
         rows.setdefault("psnr", []).extend(psnr(y, x).tolist())
         rows.setdefault("ssim", []).extend(ssim(y, x).tolist())
         rows.setdefault("psnr_face", []).extend((10 * torch.log10(1 / mse_face)).tolist())
+        # the baseline a generator has to beat: the crop with its hole filled by the face's true mean colour
+        mean = (x * region).flatten(2).sum(2) / region.flatten(2).sum(2)
+        fill = x * (1 - region) + mean[..., None, None] * region
+        mse_fill = ((fill - x) ** 2 * region).flatten(1).sum(1) / (3 * region.flatten(1).sum(1))
+        rows.setdefault("baseline_psnr", []).extend(psnr(fill, x).tolist())
+        rows.setdefault("baseline_psnr_face", []).extend((10 * torch.log10(1 / mse_fill)).tolist())
         if tok.quantizer is not None:
             params = tok.encoder(x)
             geometry = tok.render(tokens)  # the same geometry, only the tokens change
