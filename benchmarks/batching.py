@@ -2,14 +2,20 @@
 
     python benchmarks/batching.py
 """
-import torch, zoo, json
+import inspect
+import json
+
+import torch
+
+import zoo
 from zoo.bench import benchmark
+
 torch.set_num_threads(2)
 for name, seconds in (("wavtokenizer-small-75", 3.0), ("gigatok-tiny", 1.0), ("flextok-tiny", 1.0), ("dualtoken-tiny", 1.0)):
     torch.manual_seed(0)
     tok = zoo.load(name, weights=None)
-    dec = {"steps": 8} if "steps" in __import__("inspect").signature(tok.decode).parameters else {}
-    if "generator" in __import__("inspect").signature(tok.decode).parameters:
+    dec = {"steps": 8} if "steps" in inspect.signature(tok.decode).parameters else {}
+    if "generator" in inspect.signature(tok.decode).parameters:
         dec["generator"] = torch.Generator().manual_seed(0)
     base = None
     for b in (1, 4, 8):

@@ -66,8 +66,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
 def _markdown(results: list[dict], args: argparse.Namespace) -> str:
     p = args.precision
-    lines = [f"Device: {args.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-             f"threads, torch {torch.__version__}); precision {p} against fp32.", "",
+    lines = [(f"Device: {args.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+              f"threads, torch {torch.__version__}); precision {p} against fp32."), "",
              "| model | ids equal to fp32 | metric fp32 | metric " + p + " | encode speed-up | decode speed-up |",
              "|---|---|---|---|---|---|"]
     for r in results:

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from zoo.checks import check_audio, check_image, check_sample_rate
-from zoo.tokens import Tokens
 from zoo.precision import check_precision, precision_context, to_fp32
+from zoo.tokens import Tokens
 
 __all__ = [
     "Codebook",

@@ -110,8 +110,8 @@ def benchmark(
 def format_result(result: Mapping[str, Any], modality: str) -> str:
     """The human-readable report of a `benchmark` result (what `zoo bench` prints)."""
     lines = [
-        f"{result['model']} on {result['device']} ({result['precision']}), batch {result['batch_size']}, "
-        f"input {tuple(result['input_shape'])} -> tokens {tuple(result['tokens_shape'])}"
+        (f"{result['model']} on {result['device']} ({result['precision']}), batch {result['batch_size']}, "
+         f"input {tuple(result['input_shape'])} -> tokens {tuple(result['tokens_shape'])}")
     ]
     unit = "clips" if modality == "audio" else "images"
     for stage in ("encode", "decode"):
@@ -201,7 +201,7 @@ def _speedups(tok, x: torch.Tensor, enc: dict[str, Any], precision: str, iters: 
                 tok.precision = mode
                 seconds, _ = _timed(lambda: tok.encode(x, **enc), 1, 0, device)
                 times.setdefault(("encode", mode), []).append(seconds)
-                seconds, _ = _timed(lambda: tok.decode(tokens[mode], **_decode_kwargs_for(tok, seed)), 1, 0, device)
+                seconds, _ = _timed(lambda m=mode: tok.decode(tokens[m], **_decode_kwargs_for(tok, seed)), 1, 0, device)
                 times.setdefault(("decode", mode), []).append(seconds)
     out = {}
     for op in ("encode", "decode"):

@@ -30,8 +30,8 @@ import torch
 import yaml
 
 from zoo.api import Tokenizer
-from zoo.precision import check_precision, warn_if_emulated
 from zoo.plugins import Registry
+from zoo.precision import check_precision, warn_if_emulated
 from zoo.weights import WeightsEntry, load_official_checkpoint, load_safetensors
 
 LOCAL_PREFIX = "local-dir:"

@@ -29,12 +29,12 @@ from torch import nn
 from zoo.api import Codebook, FaceTokenizer, ForwardOutput, Tokens
 from zoo.checks import check_image
 from zoo.face.render import face_hull_mask, mask_background, orthographic_project
-from zoo.precision import full_precision, to_fp32
 from zoo.face.teaser.encoder import TeaserEncoder
 from zoo.face.teaser.face import FaceModel, load_face_model
 from zoo.face.teaser.generator import TeaserGenerator
 from zoo.face.teaser.quant import TokenQuantizer
 from zoo.face.teaser.slots import NUM_SLOTS, ScaleSlots
+from zoo.precision import full_precision, to_fp32
 from zoo.registry import register_family
 
 __all__ = ["GEOMETRY_KEYS", "Teaser"]
