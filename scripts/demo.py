@@ -96,7 +96,7 @@ def demo_karl(name: str, out: Path, errors: tuple[float, float] = (0.03, 0.07)) 
     spec = zoo.get_spec(name)
     entry = spec.weights.get(spec.default_weights) if spec.default_weights else None
     if entry is None or not entry.bundled:
-        print(f"[{name}] skipped: no bundled weights yet (its KARL training stages have not finished; see "
+        print(f"[{name}] skipped: no bundled weights yet (its first training collapsed; see "
               f"docs/karl.md), and random weights show nothing about adaptive token counts")
         return None
     tok = zoo.load(name)
