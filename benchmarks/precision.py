@@ -28,12 +28,6 @@ from zoo.data import sample_path
 from zoo.io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, read_audio, read_image
 
 
-def _bundled(name: str) -> bool:
-    spec = zoo.get_spec(name)
-    entry = spec.weights.get(spec.default_weights) if spec.default_weights else None
-    return entry is not None and entry.bundled
-
-
 def _files(folder: Path | None, extensions: tuple[str, ...], default: Path) -> list[Path]:
     if folder is None:
         return [default]
@@ -91,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    names = args.names or [n for n in zoo.list_models("*-tiny*") if _bundled(n)]
+    names = args.names or [n for n in zoo.list_models("*-tiny*") if zoo.get_spec(n).bundled_weights is not None]
     results = []
     for name in names:
         result = measure(name, args)

@@ -16,7 +16,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,12 +29,21 @@ SAMPLES = Path(zoo.__file__).resolve().parent / "data" / "samples"
 
 
 def _load(name: str) -> tuple[zoo.Tokenizer, str]:
-    spec = zoo.get_spec(name)
-    entry = spec.weights.get(spec.default_weights) if spec.default_weights else None
-    if entry is not None and entry.bundled:
+    entry = zoo.get_spec(name).bundled_weights
+    if entry is not None:
         return zoo.load(name), f"bundled weights '{entry.tag}'"
     torch.manual_seed(0)
     return zoo.load(name, weights=None), "RANDOM weights (no bundled weights yet: outputs are noise-like)"
+
+
+def _round_trip(path: Path, encode: Callable[[], zoo.Tokens], decode: Callable[[zoo.Tokens], Any]):
+    """encode -> tokens file at `path` -> reload -> decode, in inference mode: (reloaded tokens, decoded, seconds)."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        encode().save(path)
+        tokens = zoo.Tokens.load(path)
+        decoded = decode(tokens)
+    return tokens, decoded, time.perf_counter() - start
 
 
 def _audio_metrics(reference: torch.Tensor, estimate: torch.Tensor, rate: int) -> dict:
@@ -56,13 +67,8 @@ def demo_audio(name: str, out: Path) -> dict:
     tok, how = _load(name)
     wav, rate = read_audio(SAMPLES / "speech.wav")
     print(f"[{name}] {how}; input {wav.shape[-1] / rate:.2f} s at {rate} Hz")
-    start = time.perf_counter()
-    with torch.inference_mode():
-        tokens = tok.encode(wav, sample_rate=rate)
-        tokens.save(out / f"{name}.tokens.safetensors")
-        tokens = zoo.Tokens.load(out / f"{name}.tokens.safetensors")
-        audio = tok.decode(tokens, sample_rate=rate)
-    elapsed = time.perf_counter() - start
+    tokens, audio, elapsed = _round_trip(out / f"{name}.tokens.safetensors", lambda: tok.encode(wav, sample_rate=rate),
+                                         lambda t: tok.decode(t, sample_rate=rate))
     write_audio(audio[0], out / f"{name}.wav", rate)
     metrics = _audio_metrics(wav[0], audio[0], rate)
     metrics.update(tokens=int(tokens.ids.shape[1]), seconds=round(elapsed, 3), weights=how)
@@ -75,12 +81,8 @@ def demo_image(name: str, out: Path) -> dict:
     tok, how = _load(name)
     image = read_image(SAMPLES / "photo.png", size=tok.input_size[0])
     print(f"[{name}] {how}; input {tuple(image.shape[-2:])}")
-    start = time.perf_counter()
-    with torch.inference_mode():
-        tokens = tok.encode(image)
-        tokens.save(out / f"{name}.tokens.safetensors")
-        recon = tok.decode(zoo.Tokens.load(out / f"{name}.tokens.safetensors")).clamp(0, 1)
-    elapsed = time.perf_counter() - start
+    tokens, recon, elapsed = _round_trip(out / f"{name}.tokens.safetensors", lambda: tok.encode(image),
+                                         lambda t: tok.decode(t).clamp(0, 1))
     write_image(torch.cat([image, recon], dim=-1)[0], out / f"{name}.png")
     metrics = {"psnr": float(psnr(image, recon).mean()), "ssim": float(ssim(image, recon).mean())}
     metrics.update(tokens=int(tokens.ids.shape[1]), seconds=round(elapsed, 3), weights=how)
@@ -93,9 +95,8 @@ def demo_karl(name: str, out: Path, errors: tuple[float, float] = (0.03, 0.07)) 
     printed, while the model has no bundled weights."""
     from zoo.metrics import psnr
 
-    spec = zoo.get_spec(name)
-    entry = spec.weights.get(spec.default_weights) if spec.default_weights else None
-    if entry is None or not entry.bundled:
+    entry = zoo.get_spec(name).bundled_weights
+    if entry is None:
         print(f"[{name}] skipped: no bundled weights yet (its first training collapsed; see "
               f"docs/karl.md), and random weights show nothing about adaptive token counts")
         return None
@@ -105,15 +106,14 @@ def demo_karl(name: str, out: Path, errors: tuple[float, float] = (0.03, 0.07)) 
     start = time.perf_counter()
     metrics: dict = {}
     recons = [image]
-    with torch.inference_mode():
-        for eps in errors:
-            tokens = tok.encode(image, target_error=eps)
-            tokens.save(out / f"{name}.eps{eps}.tokens.safetensors")
-            recon = tok.decode(zoo.Tokens.load(out / f"{name}.eps{eps}.tokens.safetensors")).clamp(0, 1)
-            recons.append(recon)
-            metrics[f"tokens@eps{eps}"] = int(tokens.lengths[0])
-            metrics[f"psnr@eps{eps}"] = float(psnr(image, recon).mean())
-            print(f"[{name}] target_error={eps}: {int(tokens.lengths[0])} of {tokens.ids.shape[1]} tokens active")
+    for eps in errors:
+        tokens, recon, _ = _round_trip(out / f"{name}.eps{eps}.tokens.safetensors",
+                                       lambda eps=eps: tok.encode(image, target_error=eps),
+                                       lambda t: tok.decode(t).clamp(0, 1))
+        recons.append(recon)
+        metrics[f"tokens@eps{eps}"] = int(tokens.lengths[0])
+        metrics[f"psnr@eps{eps}"] = float(psnr(image, recon).mean())
+        print(f"[{name}] target_error={eps}: {int(tokens.lengths[0])} of {tokens.ids.shape[1]} tokens active")
     write_image(torch.cat(recons, dim=-1)[0], out / f"{name}.png")
     metrics.update(seconds=round(time.perf_counter() - start, 3), weights=f"bundled weights '{entry.tag}'")
     return metrics
@@ -124,23 +124,17 @@ def demo_face(name: str, out: Path) -> dict | None:
     decode into the crop; writes input | geometry | reconstruction. Skipped, with the reason, without bundled weights."""
     from zoo.metrics import psnr, ssim
 
-    spec = zoo.get_spec(name)
-    entry = spec.weights.get(spec.default_weights) if spec.default_weights else None
-    if entry is None or not entry.bundled:
+    entry = zoo.get_spec(name).bundled_weights
+    if entry is None:
         print(f"[{name}] skipped: no bundled weights yet (see docs/teaser.md)")
         return None
     tok = zoo.load(name)
     image = read_image(SAMPLES / "face.png")
     hull = torch.tensor(json.loads((SAMPLES / "face.json").read_text())["hull_points"])[None]
     print(f"[{name}] bundled weights '{entry.tag}'; face crop {tuple(image.shape[-2:])}")
-    start = time.perf_counter()
-    with torch.inference_mode():
-        tokens = tok.encode(image, hull_points=hull)
-        tokens.save(out / f"{name}.tokens.safetensors")
-        tokens = zoo.Tokens.load(out / f"{name}.tokens.safetensors")
-        recon = tok.decode(tokens, image=image).clamp(0, 1)
-        geometry = tok.render(tokens)["image"].clamp(0, 1)
-    elapsed = time.perf_counter() - start
+    tokens, (recon, geometry), elapsed = _round_trip(
+        out / f"{name}.tokens.safetensors", lambda: tok.encode(image, hull_points=hull),
+        lambda t: (tok.decode(t, image=image).clamp(0, 1), tok.render(t)["image"].clamp(0, 1)))
     write_image(torch.cat([image, geometry, recon], dim=-1)[0], out / f"{name}.png")
     metrics = {"psnr": float(psnr(image, recon).mean()), "ssim": float(ssim(image, recon).mean())}
     metrics.update(tokens=int(tokens.ids.numel()), seconds=round(elapsed, 3), weights=f"bundled weights '{entry.tag}'")

@@ -28,14 +28,8 @@ BOUNDS = {
 }
 
 
-def _bundled(name: str) -> bool:
-    spec = zoo.get_spec(name)
-    entry = spec.weights.get(spec.default_weights) if spec.default_weights else None
-    return entry is not None and entry.bundled
-
-
 def test_every_bundled_model_has_a_measured_bound():
-    bundled = {name for name in TINY if _bundled(name)}
+    bundled = {name for name in TINY if zoo.get_spec(name).bundled_weights is not None}
     assert bundled <= set(BOUNDS), f"measure bf16 fidelity for {sorted(bundled - set(BOUNDS))} and add its bound"
 
 
@@ -74,7 +68,7 @@ def _params(fn) -> set[str]:
 
 @pytest.mark.parametrize("name", sorted(BOUNDS))
 def test_bundled_model_keeps_its_bf16_fidelity(name):
-    if not _bundled(name):
+    if zoo.get_spec(name).bundled_weights is None:
         pytest.skip(f"{name} has no bundled weights")
     tok = zoo.load(name)
     if tok.modality == "audio":

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -35,6 +36,17 @@ def make_input(tok, batch_size: int, seconds: float = 1.0, seed: int = 0) -> tor
 def _synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def _using_precision(tok, precision: str | None) -> Iterator[None]:
+    """Run the block with `tok.precision = precision` (None: unchanged), and restore the tokenizer's own after."""
+    previous = tok.precision
+    tok.precision = previous if precision is None else precision
+    try:
+        yield
+    finally:
+        tok.precision = previous
 
 
 def _timed(fn: Callable[[], Any], iters: int, warmup: int, device: str) -> tuple[float, Any]:
@@ -77,17 +89,13 @@ def benchmark(
     """
     if iters < 1 or batch_size < 1 or warmup < 0:
         raise ValueError(f"iters and batch_size must be >= 1 and warmup >= 0, got {iters}, {batch_size}, {warmup}")
-    previous = tok.precision
-    tok.precision = previous if precision is None else precision
     device = str(tok.device)
     x = make_input(tok, batch_size, seconds)
     enc_kwargs, dec_kwargs = dict(encode_kwargs or {}), dict(decode_kwargs or {})
-    try:
-        with torch.inference_mode():
-            enc_s, tokens = _timed(lambda: tok.encode(x, **enc_kwargs), iters, warmup, device)
-            dec_s, _ = _timed(lambda: tok.decode(tokens, **dec_kwargs), iters, warmup, device)
-    finally:
-        used, tok.precision = tok.precision, previous
+    with _using_precision(tok, precision), torch.inference_mode():
+        used = tok.precision
+        enc_s, tokens = _timed(lambda: tok.encode(x, **enc_kwargs), iters, warmup, device)
+        dec_s, _ = _timed(lambda: tok.decode(tokens, **dec_kwargs), iters, warmup, device)
     result = {
         "model": name if name is not None else tok.name,
         "device": device,
@@ -123,12 +131,17 @@ def format_result(result: Mapping[str, Any], modality: str) -> str:
     return "\n".join(lines)
 
 
-def _decode_kwargs_for(tok, seed: int) -> dict[str, Any]:
+def _decode_kwargs_for(tok, seed: int, sample_rate: int | None) -> dict[str, Any]:
+    """Fresh decode kwargs for one call: a newly seeded generator for stochastic decoders (the same noise in every
+    call), and audio back at the input's `sample_rate`."""
     import inspect
 
-    if "generator" in inspect.signature(tok.decode).parameters:  # stochastic decoders: the same noise both times
-        return {"generator": torch.Generator(device=tok.device).manual_seed(seed)}
-    return {}
+    kwargs: dict[str, Any] = {}
+    if "generator" in inspect.signature(tok.decode).parameters:
+        kwargs["generator"] = torch.Generator(device=tok.device).manual_seed(seed)
+    if tok.modality == "audio" and sample_rate is not None:
+        kwargs["sample_rate"] = sample_rate
+    return kwargs
 
 
 def _signal_metrics(tok, x: torch.Tensor, y: torch.Tensor, sample_rate: int | None) -> dict[str, float]:
@@ -156,17 +169,13 @@ def precision_fidelity(tok, x: torch.Tensor, precision: str, *, encode_kwargs: M
     enc = dict(encode_kwargs or {})
     if tok.modality == "audio" and sample_rate is not None:
         enc["sample_rate"] = sample_rate
-    previous = tok.precision
     runs: dict[str, dict[str, Any]] = {}
-    try:
+    with _using_precision(tok, None):  # the modes below set tok.precision; the tokenizer's own comes back after
         for mode in ("fp32", precision):
             tok.precision = mode
             with torch.inference_mode():
                 tokens = tok.encode(x, **enc)
-                dec = _decode_kwargs_for(tok, seed)
-                if tok.modality == "audio" and sample_rate is not None:
-                    dec["sample_rate"] = sample_rate
-                y = tok.decode(tokens, **dec)
+                y = tok.decode(tokens, **_decode_kwargs_for(tok, seed, sample_rate))
             runs[mode] = {"tokens": tokens, "metrics": _signal_metrics(tok, x, y, sample_rate)}
         ref, red = runs["fp32"]["tokens"], runs[precision]["tokens"]
         valid = ref.valid_mask() & red.valid_mask()
@@ -179,13 +188,12 @@ def precision_fidelity(tok, x: torch.Tensor, precision: str, *, encode_kwargs: M
             result[f"{key}_fp32"] = value
             result[f"{key}_{precision}"] = runs[precision]["metrics"][key]
         if iters > 0:
-            result.update(_speedups(tok, x, enc, precision, iters, seed))
-    finally:
-        tok.precision = previous
+            result.update(_speedups(tok, x, enc, precision, iters, seed, sample_rate))
     return result
 
 
-def _speedups(tok, x: torch.Tensor, enc: dict[str, Any], precision: str, iters: int, seed: int) -> dict[str, float]:
+def _speedups(tok, x: torch.Tensor, enc: dict[str, Any], precision: str, iters: int, seed: int,
+              sample_rate: int | None) -> dict[str, float]:
     import statistics
 
     device = str(tok.device)
@@ -195,13 +203,14 @@ def _speedups(tok, x: torch.Tensor, enc: dict[str, Any], precision: str, iters: 
         for mode in ("fp32", precision):  # warm-up, and the tokens each precision decodes
             tok.precision = mode
             tokens[mode] = tok.encode(x, **enc)
-            tok.decode(tokens[mode], **_decode_kwargs_for(tok, seed))
+            tok.decode(tokens[mode], **_decode_kwargs_for(tok, seed, sample_rate))
         for _ in range(iters):
             for mode in ("fp32", precision):
                 tok.precision = mode
                 seconds, _ = _timed(lambda: tok.encode(x, **enc), 1, 0, device)
                 times.setdefault(("encode", mode), []).append(seconds)
-                seconds, _ = _timed(lambda m=mode: tok.decode(tokens[m], **_decode_kwargs_for(tok, seed)), 1, 0, device)
+                seconds, _ = _timed(lambda m=mode: tok.decode(tokens[m], **_decode_kwargs_for(tok, seed, sample_rate)), 1,
+                                    0, device)
                 times.setdefault(("decode", mode), []).append(seconds)
     out = {}
     for op in ("encode", "decode"):

@@ -3,13 +3,15 @@
 - `"fp32"` (default): everything in the weights' dtype, the reference numbers.
 - `"bf16"` / `"fp16"`: `encode` and `decode` run under `torch.autocast` of that dtype on the model's device, so the
   heavy layers (linear, conv, attention matmuls) compute in reduced precision while the weights stay fp32. The parts
-  whose numbers decide ids or signals stay in fp32 wherever a family marks them with `full_precision()`: quantiser
-  distances, rounding and id assignment (`zoo.quant`), STFT/iSTFT, the face model and rasteriser, flow samplers'
-  state. Outputs come back in fp32 (decoded signals, continuous values in `Tokens`).
+  whose numbers decide ids or signals stay in fp32 where a family marks them with `full_precision()`: quantiser
+  distances, rounding and id assignment (`zoo.quant`), WavTokenizer's iSTFT head, TEASER's face model and
+  rasteriser. Flow samplers keep their state in fp32 without a mark: the noise they start from is fp32, and
+  `x - dt * v` with a reduced-precision `v` stays fp32. Outputs come back in fp32 (decoded signals, continuous values
+  in `Tokens`).
 
 fp16 is meant for GPUs (on CPU it is slow and overflows more easily); bf16 works on both. The fidelity of each
 family in each mode (ids agreement with fp32, change of the reconstruction metric) is measured by
-`benchmarks/precision_fidelity.py` and held by `tests/test_precision.py`; the numbers are in docs/performance.md.
+`benchmarks/precision.py` and held by `tests/test_precision.py`; the numbers are in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 
 __all__ = ["PRECISIONS", "autocast_dtype", "check_precision", "cpu_has_native", "full_precision", "precision_context",
-           "warn_if_emulated"]
+           "to_fp32", "warn_if_emulated"]
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -78,6 +78,12 @@ class ModelSpec:
     def modality(self) -> str:
         return get_family(self.family).modality
 
+    @property
+    def bundled_weights(self) -> WeightsEntry | None:
+        """The default weights entry when its file ships inside the package (works offline), else None."""
+        entry = self.weights.get(self.default_weights) if self.default_weights else None
+        return entry if entry is not None and entry.bundled else None
+
 
 def register_family(name: str) -> Callable[[type[Tokenizer]], type[Tokenizer]]:
     """Class decorator: make a `Tokenizer` subclass buildable by family name."""
