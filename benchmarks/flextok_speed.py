@@ -11,13 +11,15 @@ in the same process (runs interleaved), a speed-up measure that does not depend 
     python benchmarks/flextok_speed.py --op detokenize --steps 8 --k 256
     python benchmarks/flextok_speed.py --all          # every row of the baseline table, one process each
 
-`--official PATH` (tokenize only) times the official code in the same process: a checkout of apple/ml-flextok
+`--official PATH` times the official code in the same process: a checkout of apple/ml-flextok
 (with hydra-core and mup installed) builds the d12-d12 of the baseline's reconstructed config (section 2.3: the
 parity fixture's hydra config scaled to dim 768, depth 12, head_dim 64, 256 registers, the default VAE with
 scaling factor 1), its zero tensors refilled as above; `zoo.from_official` converts that model's state dict, the
-ids of both are compared, and the two are timed alternately.
+ids (tokenize) or images from the same seeded noise (detokenize) of both are compared, and the two are timed
+alternately.
 
     python benchmarks/flextok_speed.py --op tokenize --batch 2 --official ~/src/ml-flextok
+    python benchmarks/flextok_speed.py --op detokenize --steps 8 --k 16 --threads 1 --official ~/src/ml-flextok
 """
 
 from __future__ import annotations
@@ -130,7 +132,11 @@ def official_config(fixture_config: Path) -> dict:
     return cfg
 
 
-def run_official(batch: int, runs: int, threads: int, checkout: Path, fixture_config: Path) -> dict:
+def run_official(op: str, batch: int, steps: int, k: int, runs: int, threads: int, checkout: Path,
+                 fixture_config: Path) -> dict:
+    """Time the official d12-d12 and ours (converted from its state dict) alternately on the same input: tokenize
+    (ids compared) or detokenize of the first `k` tokens with `steps` Euler steps, CFG 7.5 + APG, the same seeded
+    noise (images compared in [0, 1] units)."""
     import torch
 
     sys.path.insert(0, str(checkout))
@@ -146,26 +152,50 @@ def run_official(batch: int, runs: int, threads: int, checkout: Path, fixture_co
         for param in official.parameters():
             if param.dim() and not param.any():
                 param.normal_(0.0, 0.02)
-    config = {k: v for k, v in cfg.items() if k != "_target_"}
+    config = {key: value for key, value in cfg.items() if key != "_target_"}
     ours = zoo.from_official("flextok", dict(official.state_dict()), config=config).eval()
     x = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        ref = torch.cat(official.tokenize(x * 2 - 1))  # first call compiles the official flex attention
-        ids = ours.encode(x).ids
+        tokens = ours.encode(x)
+        if op == "tokenize":
+            def run_official_op():
+                return torch.cat(official.tokenize(x * 2 - 1))
+
+            def run_ours():
+                return ours.encode(x).ids
+        else:
+            short = tokens.ids[:, :k]
+            sampler = {"guidance_scale": 7.5, "perform_norm_guidance": True}
+
+            def run_official_op():
+                images = official.detokenize([short[i:i + 1] for i in range(batch)], vae_image_sizes=32,
+                                             timesteps=steps, generator=torch.Generator().manual_seed(1),
+                                             verbose=False, **sampler)
+                return (images + 1) / 2
+
+            def run_ours():
+                return ours.decode(zoo.Tokens(short, torch.full((batch,), k), (k,)), steps=steps, guidance=7.5,
+                                   apg=True, generator=torch.Generator().manual_seed(1))
+        ref = run_official_op()  # the first call also compiles the official flex attention
+        mine = run_ours()
         times: dict[str, list[float]] = {"official": [], "ours": []}
         for _ in range(runs):  # alternating, so both see the same machine load
             start = time.perf_counter()
-            official.tokenize(x * 2 - 1)
+            run_official_op()
             times["official"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            ours.encode(x)
+            run_ours()
             times["ours"].append(time.perf_counter() - start)
-    median = {k: statistics.median(v) for k, v in times.items()}
-    return {"op": "tokenize", "batch": batch, "threads": threads, "runs": runs,
-            "ours_median_s": round(median["ours"], 3), "official_median_s": round(median["official"], 3),
-            "speedup_vs_official": round(median["official"] / median["ours"], 3),
-            "ids_equal": bool(torch.equal(ref, ids)), "ids": int(ids.numel()),
-            "parameters": sum(p.numel() for p in official.parameters())}
+    median = {key: statistics.median(value) for key, value in times.items()}
+    result = {"op": op, "batch": batch, "threads": threads, "runs": runs,
+              "ours_median_s": round(median["ours"], 3), "official_median_s": round(median["official"], 3),
+              "speedup_vs_official": round(median["official"] / median["ours"], 3),
+              "parameters": sum(p.numel() for p in official.parameters())}
+    if op == "tokenize":
+        result.update(ids_equal=bool(torch.equal(ref, mine)), ids=int(mine.numel()))
+    else:
+        result.update(steps=steps, k=k, max_abs_diff=float((ref.float() - mine.float()).abs().max()))
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,15 +209,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plain", action="store_true", help="also time the plain path (interleaved runs)")
     parser.add_argument("--all", action="store_true", help="run every baseline row, each in a fresh process")
     parser.add_argument("--out", default=None, help="append JSON lines here")
-    parser.add_argument("--official", type=Path, help="apple/ml-flextok checkout: time it in this process (tokenize)")
+    parser.add_argument("--official", type=Path, help="apple/ml-flextok checkout: time it in this process")
     parser.add_argument("--fixture-config", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "flextok" / "config.json",
                         help="the parity fixture's hydra config that --official scales up")
     args = parser.parse_args(argv)
     if args.official is not None:
-        if args.op != "tokenize":
-            parser.error("--official times tokenize only (detokenize: compare with the baseline table)")
-        result = run_official(args.batch, args.runs, args.threads, args.official, args.fixture_config)
+        result = run_official(args.op, args.batch, args.steps, args.k, args.runs, args.threads, args.official,
+                              args.fixture_config)
         print(json.dumps(result), flush=True)
         if args.out:
             with Path(args.out).open("a") as handle:

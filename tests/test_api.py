@@ -133,6 +133,7 @@ def test_registry_load_save_and_unknown_names(toy_name, tmp_path):
     file = folder / "model.safetensors"
     same = zoo.load(toy_name, weights=file)
     assert torch.equal(same.table.weight, tok.table.weight)
+    assert same.weights_tag == str(file.resolve()) and tok.weights_tag is None  # what reports say was loaded
     with pytest.raises(ValueError, match=r"shape mismatch for table.weight: model \(13, 3\), file \(12, 3\)"):
         zoo.load("toy-test", weights=file, size=13)
     with pytest.raises(FileNotFoundError):

@@ -219,7 +219,7 @@ class Tokenizer(nn.Module):
     unused_in_forward: ClassVar[tuple[str, ...]] = ()
 
     name: str | None = None  # registry name when built through the registry
-    weights_tag: str | None = None
+    weights_tag: str | None = None  # the weights tag, or the resolved path of a weights file (None: random init)
     _precision: str = "fp32"
 
     @property

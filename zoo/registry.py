@@ -484,7 +484,9 @@ def _load_registered(spec: ModelSpec, weights: Any, overrides: dict) -> Tokenize
         tags = ", ".join(spec.weights) or "none"
         raise FileNotFoundError(f"weights {str(weights)!r} is neither a file nor a weights tag of {spec.name} "
                                 f"(tags: {tags})")
-    return build(cls, kwargs, lambda m: load_safetensors(path), str(path), spec.name)
+    model = build(cls, kwargs, lambda m: load_safetensors(path), str(path), spec.name)
+    model.weights_tag = str(path.resolve())  # provenance for reports (zoo eval): the file itself
+    return model
 
 
 def _load_official(spec: ModelSpec, cls: type[Tokenizer], kwargs: dict, entry: WeightsEntry, file: Path) -> Tokenizer:

