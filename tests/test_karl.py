@@ -359,6 +359,47 @@ def test_two_pass_forward_conditions_pass_two_on_the_achieved_error():
     assert out.extras["target_ids"].shape == (2, 64) and out.extras["target_codes"].shape == (2, 64, 8)
 
 
+def test_continuous_warm_up_feeds_the_decoder_normalised_latents():
+    tok = _small().train()
+    fed = []
+    tok.decoder.register_forward_pre_hook(lambda m, args: fed.append(args[0].detach().clone()))
+    latents = []
+    tok.quantizer.register_forward_pre_hook(lambda m, args: latents.append(args[0].detach().clone()))
+    x = tok.example_input(2, torch.Generator().manual_seed(4))
+    torch.manual_seed(0)
+    out = tok(x, num_tokens=48, refine=False, reconstruct="none", quantize=False)
+    torch.testing.assert_close(fed[0], torch.nn.functional.normalize(latents[0], dim=-1))
+    assert {"codebook", "commitment"} <= set(out.losses) and out.tokens.ids.shape[0] == 2  # the VQ still runs
+    tok(x, num_tokens=48, refine=False, reconstruct="none")
+    codes = tok.quantizer.lookup(tok.quantizer.assign(latents[1]))
+    torch.testing.assert_close(fed[1], codes)  # by default the decoder reads the codes
+
+
+def test_objective_warm_up_switches_on_vq_and_halting_at_their_steps():
+    from zoo.train.objectives.karl import KARLDistillObjective
+
+    tok = _small().train()
+    obj = KARLDistillObjective(token_counts=[16], continuous_steps=2, halt_start=3)
+    obj.setup(tok)
+    calls = []
+    original = tok.forward
+    tok.forward = lambda *a, **k: calls.append(k["quantize"]) or original(*a, **k)
+    x = tok.example_input(2, torch.Generator().manual_seed(1))
+    losses = {}
+    for step in range(4):
+        torch.manual_seed(0)
+        loss, terms = obj.generator_loss(tok, x, step)
+        terms = {k: v.detach() for k, v in terms.items()}
+        rest = terms["codebook"] + 0.25 * terms["commitment"] + terms["ce"] + terms["code"]
+        losses[step] = (float(loss.detach()), float(rest), float(terms["halt_active"] + terms.get("halt_stop", 0.0)))
+    assert calls == [False, False, True, True]
+    for step in (0, 1, 2):  # no halting term before halt_start
+        assert losses[step][0] == pytest.approx(losses[step][1], rel=1e-5)
+    assert losses[3][0] == pytest.approx(losses[3][1] + losses[3][2], rel=1e-5)
+    with pytest.raises(ValueError, match="continuous_steps and halt_start"):
+        KARLDistillObjective(continuous_steps=-1)
+
+
 @pytest.fixture
 def small_variant():
     """A registered small KARL (list kwargs given through a recipe's model.kwargs stay OmegaConf lists, which

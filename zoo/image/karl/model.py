@@ -271,11 +271,13 @@ class KARL(ImageTokenizer):
     # ------------------------------------------------------------------ training
 
     def _pass(self, image_tokens: torch.Tensor, errors: torch.Tensor, num_tokens: int, active_targets: int,
-              mask_halted: bool, reconstruct: str) -> dict[str, Any]:
+              mask_halted: bool, reconstruct: str, quantize: bool = True) -> dict[str, Any]:
         """One encoder-quantiser-decoder pass at budget `num_tokens` (see `forward`)."""
         halt_logits, latents = self.encoder(image_tokens, errors, num_tokens)
         q = self.quantizer(latents)
-        codes, positions, padding = q.quantized, torch.arange(num_tokens, device=latents.device), None
+        # without `quantize` the decoder reads the l2-normalised latents themselves (the VQ's continuous relaxation)
+        codes = q.quantized if quantize else F.normalize(latents.float(), dim=-1).to(q.quantized.dtype)
+        positions, padding = torch.arange(num_tokens, device=latents.device), None
         if mask_halted:  # the decoder gets the active tokens only (as the official mask, without the halted rows)
             active = torch.sigmoid(halt_logits.detach().float()) <= HALT_THRESHOLD
             order = torch.sort((~active).to(torch.uint8), dim=1, stable=True).indices
@@ -306,6 +308,7 @@ class KARL(ImageTokenizer):
         target_error: float | Sequence[float] | torch.Tensor | None = None,
         refine: bool = False,
         reconstruct: str = "grad",
+        quantize: bool = True,
     ) -> ForwardOutput:
         """Training pass; with `refine` the official two-pass step.
 
@@ -318,6 +321,10 @@ class KARL(ImageTokenizer):
         Args:
             reconstruct: "grad" (pixels with autograd: stage 2), "no_grad" (pixels only to measure the achieved
                 error: stage 1) or "none" (refine then still measures the error without autograd).
+            quantize: False feeds the decoder the l2-normalised continuous latents instead of their codes (the VQ
+                still runs for its ids, losses and statistics): the warm-up of `karl-distill` (`continuous_steps`),
+                during which a small model's latents can become image-dependent before quantisation erases weak
+                differences.
 
         Returns `ForwardOutput`: `reconstruction` of pass 1 (None for "none"); losses `codebook`, `commitment`
         (unweighted VQ losses on unit vectors), `halt_active`, `halt_stop` (BCE of the halting logits), each summed
@@ -335,13 +342,13 @@ class KARL(ImageTokenizer):
         target_ids = self.vqgan.assign(z.detach())
         target_codes = self.vqgan.quantizer.embed.detach()[target_ids]
         want = "no_grad" if refine and reconstruct == "none" else reconstruct
-        passes = [self._pass(image_tokens, errors, first, first, not self.training, want)]
+        passes = [self._pass(image_tokens, errors, first, first, not self.training, want, quantize)]
         achieved = None
         if passes[0]["reconstruction"] is not None:
             achieved = (x.float() - passes[0]["reconstruction"].detach().float()).abs().flatten(1).mean(1)
         if refine:
             full = self.full_budget
-            passes.append(self._pass(image_tokens, achieved, full, min(first, full), True, reconstruct))
+            passes.append(self._pass(image_tokens, achieved, full, min(first, full), True, reconstruct, quantize))
         losses: dict[str, torch.Tensor] = {}
         for p in passes:
             terms = dict(p["vq"].losses, halt_active=p["halt_active"])

@@ -106,8 +106,12 @@ class _TwoPass(Objective):
     """What both stages share: the budget / error sampling, the VQ and halting terms."""
 
     def __init__(self, token_counts: Sequence[int] | None, codebook_weight: float, commitment_weight: float,
-                 halt_weight: float, error_prior_max: float, error_decay: float) -> None:
+                 halt_weight: float, error_prior_max: float, error_decay: float, continuous_steps: int = 0,
+                 halt_start: int = 0) -> None:
         super().__init__()
+        if continuous_steps < 0 or halt_start < 0:
+            raise ValueError(f"continuous_steps and halt_start must be >= 0, got {continuous_steps}, {halt_start}")
+        self.continuous_steps, self.halt_start = int(continuous_steps), int(halt_start)
         self.token_counts = [int(t) for t in (token_counts or OFFICIAL_TOKEN_COUNTS)]
         if not self.token_counts or min(self.token_counts) < 1:
             raise ValueError(f"token_counts must be positive budgets, got {self.token_counts}")
@@ -127,17 +131,21 @@ class _TwoPass(Objective):
             raise ValueError(f"token_counts {too_big} exceed the model's max_latent_tokens ({model.max_tokens})")
         self.prior = ErrorPrior(ERROR_BINS, *self.error_prior_args)
 
-    def run(self, model: nn.Module, x: torch.Tensor, reconstruct: str) -> tuple[Any, int]:
-        """The two-pass forward with a sampled budget and per-image target errors."""
+    def run(self, model: nn.Module, x: torch.Tensor, reconstruct: str, step: int) -> tuple[Any, int]:
+        """The two-pass forward with a sampled budget and per-image target errors (continuous latents for the first
+        `continuous_steps` steps)."""
         t1 = self.token_counts[int(torch.randint(len(self.token_counts), ()))]
         errors = self.prior.sample(x.shape[0]).to(x.device)
-        return model(x, num_tokens=t1, target_error=errors, refine=True, reconstruct=reconstruct), t1
+        out = model(x, num_tokens=t1, target_error=errors, refine=True, reconstruct=reconstruct,
+                    quantize=step >= self.continuous_steps)
+        return out, t1
 
-    def shared_terms(self, out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def shared_terms(self, out: Any, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = {name: out.losses[name].float() for name in ("codebook", "commitment", "halt_active", "halt_stop")
                  if name in out.losses}
+        halt_weight = self.halt_weight if step >= self.halt_start else 0.0
         loss = (self.codebook_weight * terms["codebook"] + self.commitment_weight * terms["commitment"]
-                + self.halt_weight * (terms["halt_active"] + terms.get("halt_stop", 0.0)))
+                + halt_weight * (terms["halt_active"] + terms.get("halt_stop", 0.0)))
         achieved = out.extras["achieved_error"]
         self.prior.update(achieved)
         terms["achieved_error"] = achieved.mean().detach()
@@ -158,6 +166,12 @@ class KARLDistillObjective(_TwoPass):
         codebook_weight, commitment_weight: latent VQ losses (official 1.0 and 0.25).
         halt_weight: halting BCE (official 1.0).
         error_prior_max, error_decay: the error prior (official 0.04, 0.99).
+        continuous_steps: steps at the start in which the decoder reads the l2-normalised continuous latents instead
+            of their codes (not official; 0 = the official recipe). A small model trained the official way stalls:
+            its latents start nearly image-independent, the VQ maps them to one code per position and the decoder
+            learns the per-position code marginals instead of reading them (docs/karl.md, "State of karl-tiny").
+        halt_start: the step from which the halting loss counts (not official; 0 = from the start); with it off and
+            continuous latents, the latents of an overfit test became image-dependent instead of collapsing.
         freeze_vqgan: keep the VQGAN fixed (official stage 1).
         vqgan: the trained base tokenizer whose codes are distilled: a `karl-vqgan` registry name (e.g.
             "karl-vqgan-mage", MAGE's VQGAN as the official stage 1 uses) or a `save_pretrained` folder; its weights
@@ -168,8 +182,10 @@ class KARLDistillObjective(_TwoPass):
     def __init__(self, token_counts: Sequence[int] | None = None, ce_weight: float = 1.0,
                  label_smoothing: float = 0.0, code_weight: float = 1.0, codebook_weight: float = 1.0,
                  commitment_weight: float = 0.25, halt_weight: float = 1.0, error_prior_max: float = 0.04,
-                 error_decay: float = 0.99, freeze_vqgan: bool = True, vqgan: str | None = None) -> None:
-        super().__init__(token_counts, codebook_weight, commitment_weight, halt_weight, error_prior_max, error_decay)
+                 error_decay: float = 0.99, freeze_vqgan: bool = True, vqgan: str | None = None,
+                 continuous_steps: int = 0, halt_start: int = 0) -> None:
+        super().__init__(token_counts, codebook_weight, commitment_weight, halt_weight, error_prior_max, error_decay,
+                         continuous_steps, halt_start)
         self.vqgan = vqgan
         self.ce_weight = float(ce_weight)
         self.label_smoothing = float(label_smoothing)
@@ -185,8 +201,8 @@ class KARLDistillObjective(_TwoPass):
 
     def generator_loss(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, _ = split_batch(batch)
-        out, t1 = self.run(model, x, "no_grad")
-        loss, terms = self.shared_terms(out)
+        out, t1 = self.run(model, x, "no_grad", step)
+        loss, terms = self.shared_terms(out, step)
         target_ids, target_codes = out.extras["target_ids"], out.extras["target_codes"].float()
         ce = code = 0.0
         for p in out.extras["passes"]:
@@ -272,8 +288,8 @@ class KARLFinetuneObjective(_TwoPass):
 
     def generator_loss(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, _ = split_batch(batch)
-        out, t1 = self.run(model, x, "grad")
-        loss, terms = self.shared_terms(out)
+        out, t1 = self.run(model, x, "grad", step)
+        loss, terms = self.shared_terms(out, step)
         gan_w = self.gan_weight(step)
         counts = [t1, min(t1, out.extras["passes"][-1]["num_tokens"])]
         self._pairs = []
