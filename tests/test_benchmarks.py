@@ -1,21 +1,18 @@
 """`benchmarks/official.py`: the one command that gathers ours-vs-official rows (its parsing and docs writing; the
 timings themselves need the official checkouts and run as a benchmark, not a test)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def official():
-    spec = importlib.util.spec_from_file_location("bench_official", ROOT / "benchmarks" / "official.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "official.py")
 
 
 def test_json_from_finds_the_result_among_other_output(official):

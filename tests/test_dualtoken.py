@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fixture_path
+from conftest import fixture_path, load_script
 
 import zoo
 from zoo.api import ForwardOutput
@@ -451,7 +451,6 @@ def test_siglip_teacher_matches_the_hf_model_when_transformers_is_installed(tmp_
 
 def test_init_from_siglip_writes_a_start_file(tmp_path):
     transformers = pytest.importorskip("transformers")
-    import importlib.util
 
     from safetensors.torch import load_file
 
@@ -460,9 +459,7 @@ def test_init_from_siglip_writes_a_start_file(tmp_path):
                                              hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
     torch.manual_seed(0)
     transformers.SiglipVisionModel(config).save_pretrained(tmp_path / "siglip")
-    spec = importlib.util.spec_from_file_location("init_from_siglip", RECIPES / "init_from_siglip.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(RECIPES / "init_from_siglip.py")
     module.main(["--siglip", str(tmp_path / "siglip"), "--target", "dualtoken-tiny", "--out",
                  str(tmp_path / "init.safetensors")])
     tok = zoo.load("dualtoken-tiny", weights=tmp_path / "init.safetensors")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 import zoo
 from zoo.weights import sha256_file
@@ -15,10 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "export_weights.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("export_weights", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_export_is_reproducible_and_loads(tmp_path):

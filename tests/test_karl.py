@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import fixture_path, official_fixture
+from conftest import fixture_path, load_script, official_fixture
 
 import zoo
 from zoo.image.karl import ERROR_BINS, KARL, KARLVQGAN, error_bin
@@ -503,7 +503,6 @@ def test_mage_vqgan_converter_round_trip(tmp_path):
 
 def test_heldout_evaluation_script_runs_end_to_end(tmp_path):
     """recipes/karl/eval_tiny.py on a small random model and two generated photos: JSON, plots and targets."""
-    import importlib.util
 
     from PIL import Image
 
@@ -517,9 +516,7 @@ def test_heldout_evaluation_script_runs_end_to_end(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "recipes" / "karl" / "eval_tiny.py"
-    spec = importlib.util.spec_from_file_location("karl_eval_tiny", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(script)
     report = module.main(["--model", str(tmp_path / "model"), "--photos", str(photos), "--budgets", "8", "48",
                           "--errors-from", str(photos), "--no-fid", "--threads", "1", "--out", str(tmp_path / "out"),
                           "--name", "small"])

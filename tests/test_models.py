@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 import zoo
 from zoo.api import AudioTokenizer, ForwardOutput, ImageTokenizer
@@ -120,11 +121,7 @@ def test_torch_hub_local_load(name):
 
 
 def test_hubconf_lists_every_registered_model():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
-    hubconf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hubconf)
+    hubconf = load_script(REPO / "hubconf.py")
     # what torch.hub.list shows: the public callables of hubconf.py
     entries = {name for name in dir(hubconf) if callable(getattr(hubconf, name)) and not name.startswith("_")}
     assert entries == set(ALL) | {n.replace("-", "_").replace(".", "_") for n in ALL}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fixture_path, official_fixture
+from conftest import fixture_path, load_script, official_fixture
 
 import zoo
 from zoo.image.seed import SEED
@@ -465,13 +465,9 @@ def test_the_clip_vision_teacher_reads_a_local_folder(tmp_path):
 
 # -- held-out evaluation (recipes/seed/evaluate.py) -------------------------------------------------------------------
 def _evaluate_module():
-    import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "recipes" / "seed" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("seed_evaluate", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path)
 
 
 def test_retrieval_counts_ties_as_the_expected_hit():
@@ -523,16 +519,13 @@ def test_the_evaluation_runs_end_to_end_and_refuses_trained_on_photos(tmp_path):
 
 
 def test_the_export_block_is_a_valid_registry_entry_pointing_at_the_docs():
-    import importlib.util
 
     import yaml
 
     from zoo.weights import WeightsEntry
 
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("seed_export", root / "recipes" / "seed" / "export_tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(root / "recipes" / "seed" / "export_tiny.py")
     metrics = {"embedding_cos": 0.5, "usage": 0.25, "retrieval": 0.5, "psnr": 12.0}
     config = yaml.safe_load((root / "configs" / "seed" / "tiny.yaml").read_text() + "\n"
                             + module.weights_block("ab" * 32, metrics))

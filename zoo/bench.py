@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["benchmark", "format_result", "make_input", "precision_fidelity"]
+__all__ = ["benchmark", "decode_kwargs_for", "format_result", "make_input", "precision_fidelity"]
 
 
 def make_input(tok, batch_size: int, seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
@@ -131,7 +131,7 @@ def format_result(result: Mapping[str, Any], modality: str) -> str:
     return "\n".join(lines)
 
 
-def _decode_kwargs_for(tok, seed: int, sample_rate: int | None) -> dict[str, Any]:
+def decode_kwargs_for(tok, seed: int, sample_rate: int | None) -> dict[str, Any]:
     """Fresh decode kwargs for one call: a newly seeded generator for stochastic decoders (the same noise in every
     call), and audio back at the input's `sample_rate`."""
     import inspect
@@ -175,7 +175,7 @@ def precision_fidelity(tok, x: torch.Tensor, precision: str, *, encode_kwargs: M
             tok.precision = mode
             with torch.inference_mode():
                 tokens = tok.encode(x, **enc)
-                y = tok.decode(tokens, **_decode_kwargs_for(tok, seed, sample_rate))
+                y = tok.decode(tokens, **decode_kwargs_for(tok, seed, sample_rate))
             runs[mode] = {"tokens": tokens, "metrics": _signal_metrics(tok, x, y, sample_rate)}
         ref, red = runs["fp32"]["tokens"], runs[precision]["tokens"]
         valid = ref.valid_mask() & red.valid_mask()
@@ -203,13 +203,13 @@ def _speedups(tok, x: torch.Tensor, enc: dict[str, Any], precision: str, iters: 
         for mode in ("fp32", precision):  # warm-up, and the tokens each precision decodes
             tok.precision = mode
             tokens[mode] = tok.encode(x, **enc)
-            tok.decode(tokens[mode], **_decode_kwargs_for(tok, seed, sample_rate))
+            tok.decode(tokens[mode], **decode_kwargs_for(tok, seed, sample_rate))
         for _ in range(iters):
             for mode in ("fp32", precision):
                 tok.precision = mode
                 seconds, _ = _timed(lambda: tok.encode(x, **enc), 1, 0, device)
                 times.setdefault(("encode", mode), []).append(seconds)
-                seconds, _ = _timed(lambda m=mode: tok.decode(tokens[m], **_decode_kwargs_for(tok, seed, sample_rate)), 1,
+                seconds, _ = _timed(lambda m=mode: tok.decode(tokens[m], **decode_kwargs_for(tok, seed, sample_rate)), 1,
                                     0, device)
                 times.setdefault(("decode", mode), []).append(seconds)
     out = {}
