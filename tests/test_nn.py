@@ -521,3 +521,25 @@ def test_flextok_fixture_posemb_and_timestep_embedder():
     emb.load_state_dict({k[len("decoder.module_dict.dec_time_embedder."):]: v for k, v in sd.items()
                          if k.startswith(prefix)})
     torch.testing.assert_close(emb(io["single_timesteps"]), io["single_dec_temb"], atol=1e-5, rtol=1e-5)
+
+
+def test_per_item_on_cpu_runs_items_one_at_a_time_only_for_cpu_inference():
+    from zoo.nn import per_item_on_cpu
+
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GroupNorm(2, 8), torch.nn.SiLU())
+    calls = []
+
+    def fn(x):
+        calls.append(x.shape[0])
+        return conv(x)
+
+    x = torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        y = per_item_on_cpu(fn, x)
+        assert calls == [1] * 5
+        torch.testing.assert_close(y, conv(x))  # the batched call, up to float rounding
+        assert torch.equal(y[2:3], conv(x[2:3]))  # single-item calls exactly
+    calls.clear()
+    y = per_item_on_cpu(fn, x)  # autograd on (training): the batch runs whole
+    assert calls == [5] and y.requires_grad

@@ -257,6 +257,30 @@ def test_objective_weights_mel_commitment_and_the_conditioned_discriminators():
     assert all(p.grad is not None for p in objective.discriminator.mrd.parameters() if p.requires_grad)
 
 
+def test_objective_adds_the_multiresolution_mel_term_only_when_weighted():
+    from zoo.losses import MultiResolutionMelLoss
+    from zoo.train.objectives import build_objective
+
+    torch.manual_seed(0)
+    model = WavTokenizer(**TINY).train()
+    x = torch.stack([_clip(6400, 40), _clip(6400, 41)])
+    plain = build_objective("wavtokenizer", mpd_weight=0.0, mrd_weight=0.0)
+    plain.setup(model)
+    _, terms = plain.generator_loss(model, x, step=0)
+    assert "multires_mel" not in terms and plain.multires_mel is None
+    objective = build_objective("wavtokenizer", mpd_weight=0.0, mrd_weight=0.0, multires_mel_weight=15.0)
+    objective.setup(model)
+    loss, terms = objective.generator_loss(model, x, step=0)
+    torch.testing.assert_close(loss, 45 * terms["mel"] + 1000 * terms["commitment"] + 15 * terms["multires_mel"])
+    assert float(terms["multires_mel"]) > 0
+    model.zero_grad()
+    terms["multires_mel"].backward()
+    assert model.head.out.weight.grad.abs().sum() > 0  # the term trains the decoder
+    assert isinstance(objective.multires_mel, MultiResolutionMelLoss)
+    with pytest.raises(ValueError, match="multires_mel_weight"):
+        build_objective("wavtokenizer", multires_mel_weight=-1.0)
+
+
 # ---------------------------------------------------------------------------------------------- long audio
 
 def _long_speech(repeats: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ Families compose these through plain keyword options instead of keeping private 
 
 from zoo.nn.adaln import DIT_CHUNK_ORDER, AdaLNHead, AdaLNModulation, AdaLNZeroBlock, modulate
 from zoo.nn.attention import Attention, build_attention_mask, causal_mask, lengths_to_padding_mask
+from zoo.nn.batching import per_item_on_cpu
 from zoo.nn.conv import (
     AttnBlock,
     ConvNeXtBlock,
@@ -71,6 +72,7 @@ __all__ = [
     "make_mlp",
     "make_norm",
     "modulate",
+    "per_item_on_cpu",
     "rotary_1d",
     "rotary_2d",
     "sincos_1d",

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.nn.batching import per_item_on_cpu
 from zoo.quant.vq import VectorQuantizer
 
 __all__ = ["VQGAN", "ResBlock", "VQGANDecoder", "VQGANEncoder"]
@@ -155,8 +156,9 @@ class VQGAN(nn.Module):
         return self.quantizer.dim
 
     def encode_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Images `[B, 3, H, W]` in [0, 1] -> the continuous pre-quantisation map `[B, D, g, g]`."""
-        return self.encoder(x)
+        """Images `[B, 3, H, W]` in [0, 1] -> the continuous pre-quantisation map `[B, D, g, g]` (CPU inference: one
+        image at a time, `zoo.nn.per_item_on_cpu`)."""
+        return per_item_on_cpu(self.encoder, x)
 
     def assign(self, z: torch.Tensor) -> torch.Tensor:
         """`[B, D, g, g]` -> nearest-code ids `[B, g*g]` (row-major), side-effect free."""

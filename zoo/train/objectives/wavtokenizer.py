@@ -24,6 +24,7 @@ from zoo.losses import (
     DACDiscriminator,
     MelSpectrogramLoss,
     MultiPeriodDiscriminator,
+    MultiResolutionMelLoss,
     MultiResolutionDiscriminator,
     discriminator_loss,
     feature_matching_loss,
@@ -75,6 +76,10 @@ class WavTokenizerObjective(Objective):
         periods, resolutions, mrd_channels: discriminator shapes (official defaults).
         disc_start: optimiser step from which the discriminators train and enter the generator loss.
         n_fft, hop_length, n_mels: the mel loss.
+        multires_mel_weight: weight of DAC's multi-resolution log-mel L1 (windows 32..2048,
+            `zoo.losses.MultiResolutionMelLoss`; https://arxiv.org/abs/2306.06546). Not official (0): the short
+            windows tie the predicted phase to the waveform's transients, which the single 1024-point mel loss
+            cannot see; for runs without the discriminators (CPU recipes), where nothing else does.
     """
 
     def __init__(self, mel_weight: float = 45.0, commitment_weight: float = 1000.0, mpd_weight: float = 1.0,
@@ -82,9 +87,10 @@ class WavTokenizerObjective(Objective):
                  conditional: bool = True, periods: Sequence[int] = (2, 3, 5, 7, 11),
                  resolutions: Sequence[Sequence[int]] = ((1024, 256, 1024), (2048, 512, 2048), (512, 128, 512)),
                  mrd_channels: int = 64, disc_start: int = 0, n_fft: int = 1024, hop_length: int = 256,
-                 n_mels: int = 100) -> None:
+                 n_mels: int = 100, multires_mel_weight: float = 0.0) -> None:
         super().__init__()
         for name, value in (("mel_weight", mel_weight), ("commitment_weight", commitment_weight),
+                            ("multires_mel_weight", multires_mel_weight),
                             ("mpd_weight", mpd_weight), ("mrd_weight", mrd_weight), ("dac_weight", dac_weight)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -99,11 +105,15 @@ class WavTokenizerObjective(Objective):
         self.disc_start = int(disc_start)
         self.mel_args = {"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels}
         self.mel: nn.Module | None = None
+        self.multires_mel_weight = float(multires_mel_weight)
+        self.multires_mel: nn.Module | None = None
         self.num_bandwidths = 1
         self._pair: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def setup(self, model: nn.Module) -> None:
         self.mel = MelSpectrogramLoss(sample_rate=int(model.sample_rate), **self.mel_args)
+        if self.multires_mel_weight > 0:
+            self.multires_mel = MultiResolutionMelLoss(sample_rate=int(model.sample_rate))
         self.num_bandwidths = int(getattr(model, "num_bandwidths", 1))
         if any(self.weights.values()):
             self.discriminator = WavTokenizerDiscriminators(
@@ -145,6 +155,9 @@ class WavTokenizerObjective(Objective):
         target, y, out, row = self.forward_model(model, batch)
         terms = {"mel": self.mel(y, target)}
         loss = self.mel_weight * terms["mel"]
+        if self.multires_mel is not None:
+            terms["multires_mel"] = self.multires_mel(y, target)
+            loss = loss + self.multires_mel_weight * terms["multires_mel"]
         for name, value in out.losses.items():
             terms[name] = value.float()
         if "commitment" in out.losses:
