@@ -82,3 +82,51 @@ def test_build_splits_by_source_and_is_resumable(real_speech, tmp_path, monkeypa
         assert rate == 24000 and abs(len(audio) / rate - row["seconds"]) < 1e-3
     real_speech.build(out, downloads, None, max_seconds=10.0)  # again: nothing new
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 3
+
+
+# ------------------------------------------------------------------------------------------ photo corpus
+
+def _photos(folder: Path, names: list[str], size: tuple[int, int] = (40, 30)) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(names):
+        path = folder / name
+        Image.new("RGB", size, (10 * i, 80, 160)).save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+def test_photo_corpus_adds_training_only_sources_without_changing_the_heldout_set(tmp_path, monkeypatch):
+    corpus = load_script(ROOT / "scripts" / "build_photo_corpus.py")
+    old = [("mate-backgrounds", p) for p in _photos(tmp_path / "mate", [f"m{i}.jpg" for i in range(5)])]
+    old += [("skimage", p) for p in _photos(tmp_path / "sk", [f"s{i}.png" for i in range(4)])]
+    monkeypatch.setattr(corpus, "find_photos", lambda extra=False: list(old))
+    before = corpus.build(tmp_path / "before", seed=0, heldout_per_source=2)
+    big = _photos(tmp_path / "lomiri", ["big.jpg", "small.jpg"], size=(300, 120))
+    monkeypatch.setattr(corpus, "MAX_SIDE", 200)
+    monkeypatch.setattr(corpus, "find_photos", lambda extra=False: old + [("lomiri-wallpapers-16.04", p) for p in big])
+    after = corpus.build(tmp_path / "after", seed=0, heldout_per_source=2)
+
+    def held(manifest):
+        return sorted(r["path"] for r in manifest["photos"] if r["split"] == "heldout")
+
+    assert held(before) == held(after) and len(held(after)) == 4  # two per held-out source, the same ones
+    new = [r for r in after["photos"] if r["source"] == "lomiri-wallpapers-16.04"]
+    assert [r["split"] for r in new] == ["train", "train"]  # training only
+    assert new[0]["original_size"] == [300, 120] and (new[0]["width"], new[0]["height"]) == (200, 80)
+    from PIL import Image
+
+    with Image.open(tmp_path / "after" / new[0]["path"]) as im:
+        assert im.size == (200, 80)  # resized to MAX_SIDE on its long side
+    for r in before["photos"]:  # the files of the earlier sources are the same bytes
+        assert (tmp_path / "before" / r["path"]).read_bytes() == (tmp_path / "after" / r["path"]).read_bytes()
+
+
+def test_photo_corpus_extra_says_which_package_is_missing(tmp_path, monkeypatch):
+    corpus = load_script(ROOT / "scripts" / "build_photo_corpus.py")
+    monkeypatch.setattr(corpus, "LOMIRI_DIR", tmp_path)
+    assert all(source not in corpus.TRAIN_ONLY for source, _ in corpus.find_photos())  # the default corpus
+    with pytest.raises(SystemExit, match="apt-get install lomiri-wallpapers-16.04"):
+        corpus.find_photos(extra=True)
