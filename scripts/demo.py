@@ -1,5 +1,9 @@
 """`make demo`: tokenize and reconstruct the bundled samples offline, write the results, print the metrics.
 
+Beside each model's numbers on the bundled sample it prints the held-out numbers recorded with its bundled weights
+(the weights entry's `metrics`, measured on data the model never saw; the protocol is in the entry and on the
+model's docs page).
+
 Audio: wavtokenizer-tiny on `zoo/data/samples/speech.wav` -> tokens file -> decoded WAV + spectrogram PNG.
 Images: every image tokenizer's tiny variant on `zoo/data/samples/photo.png` -> tokens file -> PNG.
 Faces: every face tokenizer's tiny variant on `zoo/data/samples/face.png` (a crop with its MediaPipe points) -> the
@@ -34,6 +38,23 @@ def _load(name: str) -> tuple[zoo.Tokenizer, str]:
         return zoo.load(name), f"bundled weights '{entry.tag}'"
     torch.manual_seed(0)
     return zoo.load(name, weights=None), "RANDOM weights (no bundled weights yet: outputs are noise-like)"
+
+
+def heldout_metrics(name: str) -> dict[str, float]:
+    """The numeric held-out metrics recorded with `name`'s bundled weights, flattened (`psnr_k8`), or {} without
+    bundled weights; the protocol text is left out."""
+    entry = zoo.get_spec(name).bundled_weights
+    flat: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}_{key}" if prefix else str(key), inner)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[prefix] = float(value)
+
+    walk("", {} if entry is None else entry.metrics)
+    return flat
 
 
 def _round_trip(path: Path, encode: Callable[[], zoo.Tokens], decode: Callable[[zoo.Tokens], Any]):
@@ -161,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         metrics = demo_face(name, args.out)
         if metrics is not None:
             results[name] = metrics
+    for name, metrics in results.items():
+        metrics["heldout"] = heldout_metrics(name)
     (args.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     width = max(len(n) for n in results) if results else 10
     print()
     for name, metrics in results.items():
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-                          if k != "weights")
-        print(f"{name:<{width}}  {shown}")
+                          if k not in ("weights", "heldout"))
+        print(f"{name:<{width}}  sample: {shown}")
+        heldout = ", ".join(f"{k}={v:.4g}" for k, v in metrics["heldout"].items())
+        print(f"{'':<{width}}  held-out (recorded with the weights): {heldout or 'none recorded'}")
     print(f"\nwrote tokens, reconstructions and metrics.json to {args.out}/")
     return 0
 
