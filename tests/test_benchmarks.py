@@ -72,3 +72,32 @@ def test_from_saved_rows_rerenders_without_running(official, tmp_path, capsys):
     page.write_text(f"{official.BEGIN}\n{official.END}\n")
     assert official.main(["--from", str(saved), "--write-docs", str(page)]) == 0
     assert "**1.50x**" in capsys.readouterr().out and "**1.50x**" in page.read_text()
+
+
+# ------------------------------------------------------------------------------- the prepared GPU session
+
+def test_gpu_session_records_errors_skips_past_the_budget_and_writes_the_tables(tmp_path):
+    gpu = load_script(ROOT / "benchmarks" / "gpu_session.py")
+    session = gpu.Session(tmp_path, budget_s=60.0)
+    assert session.run("speed", "broken", lambda: 1 / 0)["error"].startswith("ZeroDivisionError")
+    fidelity = {"model": "m", "precision": "bf16", "ids_agreement": 0.97, "psnr_fp32": 20.0, "psnr_bf16": 19.9,
+                "encode_speedup": 1.8, "decode_speedup": 2.1}
+    session.run("fidelity", "m bf16", lambda: fidelity)
+    table = {f"b{b}_{p}": {"encode_items_per_s": 10.0 * m, "decode_items_per_s": 5.0 * m}
+             for b in (1, 8) for p, m in (("fp32", 1), ("bf16", 2), ("fp16", 3))}
+    session.run("speed", "r", lambda: {"model": "r", "table": table})
+    session.budget_s = 0.0
+    assert session.run("compile", "late", lambda: {}) is None and session.skipped == ["compile: late"]
+    rows = [json.loads(line) for line in session.rows_path.read_text().splitlines()]
+    assert [r["label"] for r in rows] == ["broken", "m bf16", "r"]
+    text = gpu.markdown(rows, "device line", session.skipped)
+    assert "| m | bf16 | 97.0 % | psnr 20.000 -> 19.900 | 1.80x / 2.10x |" in text
+    assert "| r | 8 | 10.00 / 5.00 | 2.00x / 2.00x | 3.00x / 3.00x |" in text
+    assert "speed broken: ZeroDivisionError" in text and "- compile: late" in text
+
+
+def test_gpu_session_refuses_cuda_without_a_gpu(monkeypatch):
+    gpu = load_script(ROOT / "benchmarks" / "gpu_session.py")
+    monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        gpu.main(["--out", "unused", "--device", "cuda"])
