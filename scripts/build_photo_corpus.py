@@ -114,11 +114,11 @@ def build(out: Path, seed: int, heldout_per_source: int, extra: bool = False) ->
         split = "heldout" if path in held else "train"
         with Image.open(path) as im:
             size, mode = im.size, im.mode
-            extra = {}
+            resized = {}
             if max(size) > MAX_SIDE:
                 scale = MAX_SIDE / max(size)
                 dest = out / split / f"{_name(source, path)}.jpg"
-                extra = {"original_size": list(size)}
+                resized = {"original_size": list(size)}
                 size = (round(size[0] * scale), round(size[1] * scale))
                 im.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(dest, quality=95)
             elif path.suffix.lower() == ".jpg" and mode == "RGB":
@@ -128,7 +128,7 @@ def build(out: Path, seed: int, heldout_per_source: int, extra: bool = False) ->
                 dest = out / split / f"{_name(source, path)}.png"
                 im.convert("RGB").save(dest)
         rows.append({"path": str(dest.relative_to(out)), "split": split, "source": source, "original": str(path),
-                     "width": size[0], "height": size[1], "licence": LICENCES[source], **extra})
+                     "width": size[0], "height": size[1], "licence": LICENCES[source], **resized})
     manifest = {"seed": seed, "heldout_per_source": heldout_per_source, "extra": extra, "photos": rows}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for split in ("train", "heldout"):

@@ -113,6 +113,7 @@ def test_photo_corpus_adds_training_only_sources_without_changing_the_heldout_se
         return sorted(r["path"] for r in manifest["photos"] if r["split"] == "heldout")
 
     assert held(before) == held(after) and len(held(after)) == 4  # two per held-out source, the same ones
+    assert before["extra"] is False  # the flag, as build() was called
     new = [r for r in after["photos"] if r["source"] == "lomiri-wallpapers-16.04"]
     assert [r["split"] for r in new] == ["train", "train"]  # training only
     assert new[0]["original_size"] == [300, 120] and (new[0]["width"], new[0]["height"]) == (200, 80)
