@@ -5,7 +5,6 @@ batching pays.
     python benchmarks/batching.py --models karl-tiny --threads 1 --out runs/batching.jsonl
 """
 import argparse
-import inspect
 import json
 import sys
 
@@ -27,12 +26,6 @@ MODELS = {
 }
 
 
-def decode_kwargs(tok) -> dict:
-    """8 sampler steps for flow decoders, and `zoo.bench`'s seeded generator for stochastic ones."""
-    steps = {"steps": 8} if "steps" in inspect.signature(tok.decode).parameters else {}
-    return {**steps, **decode_kwargs_for(tok, 0, None)}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="registered names (default: one per family)")
@@ -47,7 +40,7 @@ def main(argv=None) -> int:
         base = None
         for b in (1, 4, 8):
             r = benchmark(tok, batch_size=b, iters=args.iters, warmup=1, seconds=MODELS.get(name, 1.0),
-                          decode_kwargs=decode_kwargs(tok))
+                          decode_kwargs=decode_kwargs_for(tok, 0, None, steps=8))
             base = base or r
             row = {"model": name, "threads": args.threads, "batch": b,
                    "encode_items_per_s": round(r["encode_items_per_s"], 2),

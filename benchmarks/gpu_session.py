@@ -12,7 +12,8 @@ goes on, so one broken model never costs the lease:
    on the bundled samples, as `benchmarks/precision.py`): ids agreement, metric change, encode / decode speed-ups
    with fp32 and the reduced mode alternating.
 2. `speed`: one release-size model per family with random weights (`RELEASE`), batch 1 and 8, in fp32, bf16 and
-   fp16 (`zoo.bench.benchmark`): items per second, so the reduced-precision speed-up and what batching pays.
+   fp16 (`zoo.bench.benchmark`; flow decoders 8 steps): items per second, so the reduced-precision speed-up and
+   what batching pays.
 3. `compile`: `torch.compile` of gigatok-ss-2d's children but its quantiser: compile seconds, speed-up over eager,
    ids equal.
 
@@ -98,12 +99,11 @@ def fidelity(name: str, precision: str, device: str, iters: int) -> dict[str, An
 def speed(name: str, device: str, batches: tuple[int, ...], iters: int, seconds: float) -> dict[str, Any]:
     torch.manual_seed(0)
     tok = zoo.load(name, weights=None).to(device)
-    kwargs = {"steps": 8} if tok.family == "flextok" else {}
     table = {}
     for batch in batches:
         for precision in ("fp32", *REDUCED):
             r = benchmark(tok, batch_size=batch, iters=iters, warmup=1, seconds=seconds, precision=precision,
-                          decode_kwargs={**kwargs, **decode_kwargs_for(tok, 0, None)})
+                          decode_kwargs=decode_kwargs_for(tok, 0, None, steps=8))
             table[f"b{batch}_{precision}"] = {"encode_items_per_s": round(r["encode_items_per_s"], 3),
                                               "decode_items_per_s": round(r["decode_items_per_s"], 3)}
     return {"model": name, "table": table}
@@ -132,7 +132,8 @@ def compiled(name: str, device: str, batch: int, iters: int) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], device_line: str, skipped: list[str]) -> str:
-    lines = [device_line, "", "| model | precision | ids equal to fp32 | metric fp32 -> reduced | encode / decode speed-up |",
+    lines = [device_line, "",
+             "| model | precision | ids equal to fp32 | metric fp32 -> reduced | encode / decode speed-up |",
              "|---|---|---|---|---|"]
     for r in rows:
         if r["step"] != "fidelity" or "error" in r:
@@ -157,9 +158,9 @@ def markdown(rows: list[dict[str, Any]], device_line: str, skipped: list[str]) -
             lines.append(f"| {r['model']} | {batch} | " + " | ".join(cells) + " |")
     for r in rows:
         if r["step"] == "compile" and "error" not in r:
-            lines += ["", f"torch.compile ({r['model']}, batch {r['batch']}): {r['compile_s']} s to compile, encode "
-                      f"{r['encode_speedup']}x, decode {r['decode_speedup']}x over eager, ids equal "
-                      f"{100 * r['ids_equal_fraction']:.1f} %."]
+            lines += ["", (f"torch.compile ({r['model']}, batch {r['batch']}): {r['compile_s']} s to compile, encode "
+                           f"{r['encode_speedup']}x, decode {r['decode_speedup']}x over eager, ids equal "
+                           f"{100 * r['ids_equal_fraction']:.1f} %.")]
     failed = [f"{r['step']} {r['label']}: {r['error']}" for r in rows if "error" in r]
     if failed:
         lines += ["", "Failed rows:", *[f"- {f}" for f in failed]]

@@ -101,3 +101,16 @@ def test_gpu_session_refuses_cuda_without_a_gpu(monkeypatch):
     monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit):
         gpu.main(["--out", "unused", "--device", "cuda"])
+
+
+def test_decode_kwargs_give_steps_only_to_decoders_that_take_them():
+    import torch
+
+    import zoo
+    from zoo.bench import decode_kwargs_for
+
+    flow, plain = zoo.load("flextok-tiny", weights=None), zoo.load("gigatok-tiny", weights=None)
+    kwargs = decode_kwargs_for(flow, 0, None, steps=8)
+    assert kwargs["steps"] == 8 and isinstance(kwargs["generator"], torch.Generator)
+    assert "steps" not in decode_kwargs_for(flow, 0, None)  # None: the decoder's own default
+    assert decode_kwargs_for(plain, 0, None, steps=8) == {}

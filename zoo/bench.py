@@ -131,13 +131,17 @@ def format_result(result: Mapping[str, Any], modality: str) -> str:
     return "\n".join(lines)
 
 
-def decode_kwargs_for(tok, seed: int, sample_rate: int | None) -> dict[str, Any]:
+def decode_kwargs_for(tok, seed: int, sample_rate: int | None, steps: int | None = None) -> dict[str, Any]:
     """Fresh decode kwargs for one call: a newly seeded generator for stochastic decoders (the same noise in every
-    call), and audio back at the input's `sample_rate`."""
+    call), audio back at the input's `sample_rate`, and `steps` sampler steps for decoders that take them (None: the
+    decoder's default)."""
     import inspect
 
+    params = inspect.signature(tok.decode).parameters
     kwargs: dict[str, Any] = {}
-    if "generator" in inspect.signature(tok.decode).parameters:
+    if steps is not None and "steps" in params:
+        kwargs["steps"] = steps
+    if "generator" in params:
         kwargs["generator"] = torch.Generator(device=tok.device).manual_seed(seed)
     if tok.modality == "audio" and sample_rate is not None:
         kwargs["sample_rate"] = sample_rate
