@@ -214,3 +214,31 @@ def test_bad_decode_arguments_are_clear():
         tok.decode(zoo.Tokens(torch.zeros(2, 4, dtype=torch.long)), steps=1, noise=torch.zeros(1, 4, 16, 16))
     with pytest.raises(ValueError, match="num_tokens must lie in"):
         tok.encode(tok.example_input(1), num_tokens=0)
+
+
+def test_eval_tiny_on_whole_photos_writes_the_k_curve(tmp_path):
+    """recipes/flextok/eval_tiny.py --whole on two generated photos: a PSNR per k, no rFID from 2 images, a PNG."""
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i, (w, h) in enumerate([(96, 80), (70, 120)]):
+        pixels = (torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(photos / f"p{i}.png")
+    script = Path(__file__).resolve().parents[1] / "recipes" / "flextok" / "eval_tiny.py"
+    spec = importlib.util.spec_from_file_location("flextok_eval_tiny", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "curve"
+    module.main(["--weights", "none", "--photos", str(photos), "--whole", "--steps", "2", "--threads", "1",
+                 "--out", str(out)])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["images"] == "whole photos" and report["n_images"] == 2
+    assert [r["k"] for r in report["rows"]] == [1, 2, 4, 8, 16, 32]
+    assert all(r["rfid"] is None and 0 < r["psnr"] < 60 for r in report["rows"])
+    assert report["fid_protocol"].startswith("not computed")
+    assert out.with_suffix(".png").stat().st_size > 0 and (tmp_path / "curve_grid.png").stat().st_size > 0

@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 
 _EXT = (".png", ".jpg", ".jpeg")
 
@@ -37,44 +36,6 @@ def load_folder(folder: Path, size: int) -> torch.Tensor:
         image = load_image(path)
         images.append(to_tensor(image if image.size == (size, size) else crop_image(image, size, "center")))
     return torch.stack(images)
-
-
-def plot_curves(panels: list[tuple[str, str, list[tuple[str, list[float], tuple[int, int, int]]]]], path: Path) -> None:
-    """Side-by-side line plots drawn with PIL: each panel is (title, x label, [(legend, ys, colour)]), x = 1..n."""
-    width, height, pad = 460 * len(panels), 400, 64
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (title, xlabel, series) in enumerate(panels):
-        x0, x1, y0, y1 = i * 460 + pad, (i + 1) * 460 - 20, 44, height - pad
-        draw.rectangle([x0, y0, x1, y1], outline="black")
-        draw.text((x0, 14), title, fill="black")
-        values = [v for _, ys, _ in series for v in ys]
-        lo, hi = min(values), max(values)
-        lo, hi = (lo - 1, hi + 1) if hi - lo < 1e-6 else (lo - 0.08 * (hi - lo), hi + 0.08 * (hi - lo))
-        n = max(len(ys) for _, ys, _ in series)
-
-        def at(k: int, v: float) -> tuple[float, float]:
-            return x0 + 14 + (k - 1) / max(n - 1, 1) * (x1 - x0 - 28), y1 - (v - lo) / (hi - lo) * (y1 - y0)
-
-        for t in range(5):
-            value = lo + (hi - lo) * t / 4
-            _, ty = at(1, value)
-            draw.line([x0 - 4, ty, x0, ty], fill="black")
-            draw.text((x0 - 50, ty - 6), f"{value:.3g}", fill="black")
-        for k in range(1, n + 1):
-            tx, _ = at(k, lo)
-            draw.line([tx, y1, tx, y1 + 4], fill="black")
-            draw.text((tx - 3, y1 + 8), str(k), fill="black")
-        draw.text((x0 + (x1 - x0) // 2 - 30, height - 24), xlabel, fill="black")
-        for j, (legend, ys, colour) in enumerate(series):
-            points = [at(k + 1, v) for k, v in enumerate(ys)]
-            if len(points) > 1:
-                draw.line(points, fill=colour, width=3)
-            for px, py in points:
-                draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
-            draw.line([x1 - 150, y1 - 20 - 16 * j, x1 - 130, y1 - 20 - 16 * j], fill=colour, width=3)
-            draw.text((x1 - 125, y1 - 26 - 16 * j), legend, fill="black")
-    canvas.save(path)
 
 
 @torch.inference_mode()
@@ -134,14 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     colours = {"crops": (40, 90, 200), "photos": (200, 70, 40)}
-    plot_curves([
-        ("PSNR (dB) by pixel depth decoded", "pixel depth",
-         [(f"{n} ({result[n]['num_images']})", [p["psnr"] for p in result[n]["by_pixel_depth"]], colours[n])
-          for n in sets]),
-        ("pooled embedding: cosine to the teacher", "semantic depth",
-         [(f"{n} ({result[n]['num_images']})", [p["cosine"] for p in result[n]["semantic_cosine_by_depth"]],
-           colours[n]) for n in sets]),
-    ], out.with_suffix(".png"))
+    from zoo.plot import Panel, Series, draw_panels
+
+    def series(key: str, value: str) -> list[Series]:  # x = depth 1..n, one line per image set
+        return [Series(f"{n} ({result[n]['num_images']})", list(range(1, len(result[n][key]) + 1)),
+                       [p[value] for p in result[n][key]], colour=colours[n]) for n in sets]
+
+    pixel, semantic = series("by_pixel_depth", "psnr"), series("semantic_cosine_by_depth", "cosine")
+    draw_panels([Panel("PSNR (dB) by pixel depth decoded", "pixel depth", "PSNR dB", pixel, xticks=pixel[0].xs),
+                 Panel("pooled embedding: cosine to the teacher", "semantic depth", "cosine", semantic,
+                       xticks=semantic[0].xs)], str(out.with_suffix(".png")), panel_size=(460, 400))
     from torchvision.utils import save_image
 
     save_image(torch.cat(grid_rows), out.with_name(out.name + "_grid.png"), nrow=grid_rows[0].shape[0], padding=2,

@@ -1,7 +1,8 @@
 """Quality of a FlexTok model against the number of tokens k: PSNR and rFID on held-out photos, as JSON and a PNG.
 
-Held-out crops: `--crops` per photo of `--photos` (whole photos never seen in training), multiscale squares resized
-to the model's resolution, seeded. For every k in 1, 2, 4, ..., num_registers the crops are encoded with
+Held-out images: `--whole` takes every photo of `--photos` (whole photos never seen in training) as `zoo eval` reads
+it (shorter side resized to the model's resolution, centre crop); otherwise `--crops` per photo, multiscale squares
+resized to the model's resolution, seeded. For every k in 1, 2, 4, ..., num_registers the crops are encoded with
 `num_tokens=k` and decoded with the given sampler settings and a fixed noise seed; PSNR is averaged per image,
 rFID compares the decoded set with the crops (TF Inception-v3, `zoo.metrics.fid`).
 
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 import torch
+
+MIN_FID = 50  # fewest images an rFID is reported for
 
 
 def heldout_crops(folder: Path, size: int, per_photo: int, seed: int) -> torch.Tensor:
@@ -36,12 +39,23 @@ def heldout_crops(folder: Path, size: int, per_photo: int, seed: int) -> torch.T
     return torch.stack(crops)
 
 
+def heldout_whole(folder: Path, size: int) -> torch.Tensor:
+    """Every photo under `folder` as `zoo eval` reads it: shorter side resized to `size`, centre crop."""
+    from zoo.io import read_image
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise FileNotFoundError(f"no held-out photos under {folder}")
+    return torch.cat([read_image(path, size=size) for path in files])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="flextok-tiny", help="registered name or save_pretrained folder")
-    parser.add_argument("--weights", default="default")
+    parser.add_argument("--weights", default="default", help="weights tag, .safetensors file, or 'none' (random)")
     parser.add_argument("--photos", default="/work/corpora/photos/heldout")
     parser.add_argument("--crops", type=int, default=48, help="crops per held-out photo")
+    parser.add_argument("--whole", action="store_true", help="the whole photos (as zoo eval reads them), not crops")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--apg", action=argparse.BooleanOptionalAction, default=True)
@@ -57,19 +71,26 @@ def main(argv: list[str] | None = None) -> None:
     from zoo.metrics.fid import FID
     from zoo.metrics.image import psnr
 
-    tok = zoo.load(args.model, weights=args.weights)
-    x = heldout_crops(Path(args.photos), tok.image_size, args.crops, args.seed)
-    fid_real = FID(reference=f"{len(x)} held-out crops of {args.photos}")
-    for i in range(0, len(x), args.batch):
+    tok = zoo.load(args.model, weights=None if args.weights == "none" else args.weights).eval()
+    what = "whole photos" if args.whole else "crops"
+    if args.whole:
+        x = heldout_whole(Path(args.photos), tok.image_size)
+    else:
+        x = heldout_crops(Path(args.photos), tok.image_size, args.crops, args.seed)
+    # a 2048-d Frechet distance from a handful of images is noise, not a measurement: rFID only from MIN_FID images
+    fid_real = FID(reference=f"{len(x)} held-out {what} of {args.photos}") if len(x) >= MIN_FID else None
+    for i in range(0, len(x), args.batch) if fid_real is not None else ():
         fid_real.update(x[i:i + args.batch], real=True)
     ks = [2**i for i in range(int(math.log2(tok.num_registers)) + 1)]
     rows = []
-    shown = torch.linspace(0, len(x) - 1, args.examples).round().long()  # spread over the held-out photos
+    shown = torch.linspace(0, len(x) - 1, min(args.examples, len(x))).round().long()  # spread over the photos
     examples = {"input": x[shown]}
     for k in ks:
         start = time.time()
-        fid = FID(extractor=fid_real.extractor, reference=fid_real.reference)
-        fid.real = fid_real.real
+        fid = None
+        if fid_real is not None:
+            fid = FID(extractor=fid_real.extractor, reference=fid_real.reference)
+            fid.real = fid_real.real
         scores, decoded = [], []
         for i in range(0, len(x), args.batch):
             batch = x[i:i + args.batch]
@@ -78,39 +99,33 @@ def main(argv: list[str] | None = None) -> None:
                 noise = tok.initial_noise(len(batch), torch.Generator().manual_seed(args.seed + i))
                 y = tok.decode(tokens, steps=args.steps, guidance=args.guidance, apg=args.apg, noise=noise).clamp(0, 1)
             scores.append(psnr(y, batch))
-            fid.update(y, real=False)
+            if fid is not None:
+                fid.update(y, real=False)
             decoded.append(y)
         examples[f"k={k}"] = torch.cat(decoded)[shown]
-        row = {"k": k, "psnr": torch.cat([s.reshape(-1) for s in scores]).mean().item(), "rfid": fid.compute()}
+        row = {"k": k, "psnr": torch.cat([s.reshape(-1) for s in scores]).mean().item(),
+               "rfid": fid.compute() if fid is not None else None}
         rows.append(row)
         print(json.dumps(row), f"{time.time() - start:.0f}s", flush=True)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"model": args.model, "weights": args.weights, "n_images": len(x), "steps": args.steps,
+    report = {"model": args.model, "weights": args.weights, "images": what, "n_images": len(x), "steps": args.steps,
               "guidance": args.guidance, "apg": args.apg, "seed": args.seed, "rows": rows,
-              "fid_protocol": fid_real.protocol()}
+              "fid_protocol": fid_real.protocol() if fid_real is not None
+              else f"not computed: {len(x)} images < {MIN_FID}"}
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
 
-    import matplotlib
+    from zoo.plot import Panel, Series, draw_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax1 = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ax1.plot(ks, [r["psnr"] for r in rows], "o-", color="tab:blue")
-    ax1.set_xscale("log", base=2)
-    ax1.set_xticks(ks, [str(k) for k in ks])
-    ax1.set_xlabel("tokens k")
-    ax1.set_ylabel("PSNR (dB)", color="tab:blue")
-    ax2 = ax1.twinx()
-    ax2.plot(ks, [r["rfid"] for r in rows], "s--", color="tab:red")
-    ax2.set_ylabel("rFID", color="tab:red")
     guide = f"{'APG' if args.apg else 'CFG'} {args.guidance}" if args.guidance != 1 else "no guidance"
-    ax1.set_title(f"{args.model}: {len(x)} held-out crops, {args.steps} steps, {guide}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"))
-    # rows: the held-out crops, then their reconstructions from k = 1, 2, 4, ... tokens
+    panels = [Panel(f"{args.model}: {len(x)} held-out {what}, {args.steps} steps, {guide}", "tokens k", "PSNR dB",
+                    [Series("PSNR", ks, [r["psnr"] for r in rows])], xlog=True)]
+    if fid_real is not None:
+        panels.append(Panel(f"rFID over {len(x)} images", "tokens k", "rFID",
+                            [Series("rFID", ks, [r["rfid"] for r in rows], colour=(214, 39, 40))], xlog=True))
+    draw_panels(panels, str(out.with_suffix(".png")))
+    # rows: the held-out images, then their reconstructions from k = 1, 2, 4, ... tokens
     from torchvision.utils import save_image
 
     grid_path = out.with_name(out.name + "_grid.png")

@@ -74,10 +74,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kl", type=float, default=1e-6, help="KL weight (per-element mean)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--photos-only", action="store_true",
+                        help="only write the reduced photos to OUT/photos (e.g. for a later stage on more photos)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
+    if args.photos_only:
+        print(f"wrote {len(load_photos(Path(args.photos), args.side, out / 'photos'))} photos to {out / 'photos'}")
+        return
 
     from diffusers import AutoencoderKL
 

@@ -27,24 +27,12 @@ import argparse
 import io
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def _plot():
-    """The sibling `plot.py` (PIL charts), imported by path under its own name (not as a top-level `plot`)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("karl_recipes_plot", Path(__file__).resolve().with_name("plot.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module.Panel, module.Series, module.draw_panels
 
 
 def photo_files(folder: Path) -> list[Path]:
@@ -184,10 +172,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     if (args.errors is None) == (args.errors_from is None):
         parser.error("give exactly one of --errors EPS... and --errors-from TRAIN_PHOTOS")
 
-    Panel, Series, draw_panels = _plot()
-
     import zoo
     from zoo.metrics.image import psnr
+    from zoo.plot import Panel, Series, draw_panels
 
     if args.model in zoo.list_models():
         weights = None if args.weights == "none" else args.weights

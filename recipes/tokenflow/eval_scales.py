@@ -18,7 +18,6 @@ import math
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 
 _EXT = (".png", ".jpg", ".jpeg")
 
@@ -38,47 +37,6 @@ def _load_folder(folder: Path, size: int, center: bool) -> torch.Tensor:
             image = crop_image(image, size, "center")
         images.append(to_tensor(image))
     return torch.stack(images)
-
-
-def _plot(points: list[dict], path: Path) -> None:
-    """A two-panel line plot (PSNR, rFID against ids) drawn with PIL (no plotting library needed)."""
-    width, height, pad = 900, 380, 60
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    xs = [p["num_ids"] for p in points]
-    panels = [("PSNR (dB)", [p["psnr"] for p in points], (40, 90, 200)),
-              ("rFID", [p.get("rfid", float("nan")) for p in points], (200, 70, 40))]
-    panel_w = width // 2
-    for i, (title, ys, colour) in enumerate(panels):
-        x0, x1, y0, y1 = i * panel_w + pad, (i + 1) * panel_w - 20, 40, height - pad
-        draw.rectangle([x0, y0, x1, y1], outline="black")
-        draw.text((x0, 12), f"{title} vs ids decoded (log scale)", fill="black")
-        finite = [y for y in ys if math.isfinite(y)]
-        if not finite:
-            continue
-        lo, hi = min(finite), max(finite)
-        lo, hi = (lo - 1, hi + 1) if hi - lo < 1e-6 else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-        frame = (x0, x1, y0, y1, math.log(xs[0]), math.log(xs[-1]), lo, hi)
-
-        def at(x: float, y: float, f: tuple = frame) -> tuple[float, float]:
-            fx0, fx1, fy0, fy1, lx0, lx1, flo, fhi = f
-            u = (math.log(x) - lx0) / max(lx1 - lx0, 1e-9)
-            return fx0 + 10 + u * (fx1 - fx0 - 20), fy1 - (y - flo) / (fhi - flo) * (fy1 - fy0)
-
-        for tick in (lo + (hi - lo) * t / 4 for t in range(5)):
-            _, ty = at(xs[0], tick)
-            draw.line([x0 - 4, ty, x0, ty], fill="black")
-            draw.text((x0 - 52, ty - 6), f"{tick:.1f}", fill="black")
-        for x in xs:
-            tx, _ = at(x, lo)
-            draw.line([tx, y1, tx, y1 + 4], fill="black")
-            draw.text((tx - 10, y1 + 8), str(x), fill="black")
-        pts = [at(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
-        draw.line(pts, fill=colour, width=3)
-        for px, py in pts:
-            draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
-        draw.text((x0 + (x1 - x0) // 2 - 20, height - 22), "ids", fill="black")
-    canvas.save(path)
 
 
 def _grid(rows: list[torch.Tensor], path: Path) -> None:
@@ -160,7 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    _plot(points, out.with_suffix(".png"))
+    from zoo.plot import Panel, Series, draw_panels
+
+    xs = [p["num_ids"] for p in points]
+    draw_panels([Panel("PSNR (dB) vs ids decoded", "ids", "PSNR dB",
+                       [Series("PSNR", xs, [p["psnr"] for p in points], colour=(40, 90, 200))], xlog=True),
+                 Panel("rFID vs ids decoded", "ids", "rFID",
+                       [Series("rFID", xs, [p.get("rfid", float("nan")) for p in points], colour=(200, 70, 40))],
+                       xlog=True)],
+                str(out.with_suffix(".png")), panel_size=(450, 380))
     _grid(grid_rows, out.with_name(out.name + "_grid.png"))
     print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.png')}, {out.with_name(out.name + '_grid.png')} "
           f"(grid rows: originals, then {sorted(show)} ids)")
