@@ -459,6 +459,32 @@ def test_evaluate_images_writes_every_metric_or_its_reason(tmp_path):
     assert again["metrics"]["pfid"]["value"] == pytest.approx(pfid["value"], rel=1e-5)  # batch 3 vs 2: fp32 noise
 
 
+def test_evaluate_passes_encode_and_decode_options_and_refuses_unknown_ones(tmp_path, capsys):
+    """`zoo eval --num-tokens K --steps S --guidance G`: a variable-length family is scored at K tokens with the
+    given sampler (recorded in the report); a family whose encode takes no num_tokens is refused before reading."""
+    from accelerate import Accelerator
+
+    import zoo
+    from zoo.metrics.cli import main as eval_main
+    from zoo.metrics.evaluate import evaluate
+
+    _photos(tmp_path / "data", 2)
+    tok = zoo.load("flextok-tiny")  # bundled weights: a random decoder's zero-initialised gates ignore the tokens
+    kwargs = dict(accelerator=Accelerator(cpu=True), fid=False, progress=False, lpips_backbone=tmp_path / "none.pth")
+    one = evaluate(tok, tmp_path / "data", tmp_path / "k1", encode_kwargs={"num_tokens": 1},
+                   decode_kwargs={"steps": 2, "guidance": 1.0}, **kwargs)
+    full = evaluate(tok, tmp_path / "data", tmp_path / "k32", decode_kwargs={"steps": 2, "guidance": 1.0}, **kwargs)
+    assert one["encode_kwargs"] == {"num_tokens": 1} and one["decode_kwargs"] == {"steps": 2, "guidance": 1.0}
+    assert one["metrics"]["psnr"]["value"] != full["metrics"]["psnr"]["value"]  # the decoder saw other tokens
+    with pytest.raises(ValueError, match="encode takes no num_tokens"):
+        evaluate(zoo.load("gigatok-tiny", weights=None), tmp_path / "data", tmp_path / "bad",
+                 encode_kwargs={"num_tokens": 4}, **kwargs)
+    code = eval_main(["gigatok-tiny", "--weights", "none", "--data", str(tmp_path / "data"), "--out",
+                      str(tmp_path / "cli"), "--num-tokens", "4", "--no-fid", "--no-progress"])
+    assert code == 2 and "takes no num_tokens" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()  # refused before anything was written
+
+
 def test_evaluate_audio_scores_clips_and_explains_short_ones(tmp_path):
     from accelerate import Accelerator
 

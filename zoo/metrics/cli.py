@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--over-full-scale", default="error", choices=("error", "normalize", "clip"),
                         help="float audio files above full scale: skip them as unreadable (error, default), divide "
                         "by their peak (normalize) or clamp (clip)")
+    parser.add_argument("--num-tokens", type=int, default=None,
+                        help="encode with this many tokens (variable-length families: FlexTok, KARL)")
+    parser.add_argument("--target-error", type=float, default=None, help="KARL: encode to this reconstruction error")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps of flow/diffusion decoders")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale of flow/diffusion decoders")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -70,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from accelerate import Accelerator
 
     import zoo
-    from zoo.metrics.evaluate import evaluate
+    from zoo.metrics.evaluate import check_options, evaluate
 
     # without a GPU, the CPU (gloo) is the only choice; say so to accelerate, or torchrun workers would not group
     accelerator = Accelerator(cpu=args.cpu or not torch.cuda.is_available())
@@ -83,8 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"zoo eval: error: cannot load {args.model!r}: {err}\n")
         return 2
     extras = [name.strip() for name in args.audio_extras.split(",") if name.strip()]
+    encode_kwargs = {k: v for k, v in (("num_tokens", args.num_tokens), ("target_error", args.target_error))
+                     if v is not None}
+    decode_kwargs = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}
     if not Path(args.data).exists():
         sys.stderr.write(f"zoo eval: error: --data {args.data} does not exist\n")
+        return 2
+    try:
+        check_options(tok, encode_kwargs, decode_kwargs)
+    except ValueError as err:
+        sys.stderr.write(f"zoo eval: error: {err}\n")
         return 2
     report = evaluate(
         tok,
@@ -106,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
         strict=args.strict,
         over_full_scale=args.over_full_scale,
+        encode_kwargs=encode_kwargs,
+        decode_kwargs=decode_kwargs,
     )
     if accelerator.is_main_process:
         summary = {name: entry.get("value") for name, entry in report["metrics"].items()}

@@ -92,9 +92,22 @@ def _sync_dim(accelerator: Any, stats: Sequence[FeatureStats], device: torch.dev
             s.ensure(dim, device)
 
 
-def _decode_kwargs(tok: Tokenizer, generator: torch.Generator) -> dict[str, Any]:
-    """Seed stochastic decoders (flow / diffusion) that take `generator=`."""
-    return {"generator": generator} if "generator" in inspect.signature(tok.decode).parameters else {}
+def _decode_kwargs(tok: Tokenizer, generator: torch.Generator, options: dict[str, Any]) -> dict[str, Any]:
+    """The caller's decode options, plus `generator=` for stochastic decoders (flow / diffusion) that take it."""
+    seeded = {"generator": generator} if "generator" in inspect.signature(tok.decode).parameters else {}
+    return {**options, **seeded}
+
+
+def check_options(tok: Tokenizer, encode_kwargs: dict[str, Any], decode_kwargs: dict[str, Any]) -> None:
+    """Refuse options the tokenizer's encode/decode do not take, before any file is read."""
+    for what, fn, options in (("encode", tok.encode, encode_kwargs), ("decode", tok.decode, decode_kwargs)):
+        params = inspect.signature(fn).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            raise ValueError(f"{tok.name or type(tok).__name__}.{what} takes no {', '.join(unknown)} (its options: "
+                             f"{', '.join(n for n in params if n not in ('self', 'x', 'tokens')) or 'none'})")
 
 
 def _perturb(tok: Tokenizer, tokens: Tokens, first_index: int, alpha: float, delta: int, seed: int) -> Tokens:
@@ -128,6 +141,8 @@ def evaluate(
     progress: bool = True,
     strict: bool = False,
     over_full_scale: str = "error",
+    encode_kwargs: dict[str, Any] | None = None,
+    decode_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate `tok` on the image or audio files under `data`; write results to `out_dir`; return the report.
 
@@ -146,7 +161,11 @@ def evaluate(
         strict: raise at the first unreadable file instead of skipping it (skipped files are listed in the report).
         over_full_scale: float audio files above full scale: "error" (skipped as unreadable), "normalize" or "clip"
             (`zoo.io.FULL_SCALE_POLICIES`).
+        encode_kwargs / decode_kwargs: passed to every `encode` / `decode` call (e.g. `{"num_tokens": 8}`,
+            `{"steps": 20, "guidance": 1.0}`); recorded in the report. Options the tokenizer does not take raise.
     """
+    encode_kwargs, decode_kwargs = dict(encode_kwargs or {}), dict(decode_kwargs or {})
+    check_options(tok, encode_kwargs, decode_kwargs)
     if accelerator is None:
         from accelerate import Accelerator
 
@@ -169,7 +188,8 @@ def evaluate(
     options = dict(batch_size=batch_size, seed=seed, fid=fid, fid_weights=fid_weights, fid_extractor=fid_extractor,
                    lpips_net=lpips_net, lpips_backbone=lpips_backbone, pfid_alpha=pfid_alpha, pfid_delta=pfid_delta,
                    pesq_mode=pesq_mode, audio_extras=tuple(audio_extras), num_examples=num_examples,
-                   progress=progress, strict=strict, over_full_scale=over_full_scale)
+                   progress=progress, strict=strict, over_full_scale=over_full_scale,
+                   encode_kwargs=encode_kwargs, decode_kwargs=decode_kwargs)
     skipped: list[dict[str, Any]] = []
     metrics, records = run(tok, shard, out_dir, accelerator, skipped=skipped, **options)
     skipped = sorted(_gather(accelerator, skipped), key=lambda r: r["index"])
@@ -186,6 +206,8 @@ def evaluate(
         "num_processes": accelerator.num_processes,
         "batch_size": batch_size,
         "seed": seed,
+        "encode_kwargs": encode_kwargs,
+        "decode_kwargs": decode_kwargs,
         "metrics": metrics,
     }
     if modality == "audio":
@@ -232,7 +254,8 @@ def _codebook_state(tok: Tokenizer, device: torch.device) -> tuple[CodebookUsage
 
 
 def _evaluate_images(tok, shard, out_dir, accelerator, *, batch_size, seed, fid, fid_weights, fid_extractor,
-                     lpips_net, lpips_backbone, pfid_alpha, pfid_delta, num_examples, progress, strict, skipped, **_):
+                     lpips_net, lpips_backbone, pfid_alpha, pfid_delta, num_examples, progress, strict, skipped,
+                     encode_kwargs, decode_kwargs, **_):
     device = accelerator.device
     metrics: dict[str, Any] = {}
     fid_state, fid_reason = None, None
@@ -265,15 +288,15 @@ def _evaluate_images(tok, shard, out_dir, accelerator, *, batch_size, seed, fid,
         x = torch.cat([image for _, _, image in readable]).to(device)
         generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + indices[0])
         with torch.inference_mode():
-            tokens = tok.encode(x)
-            recon = tok.decode(tokens, **_decode_kwargs(tok, generator)).float().clamp(0, 1)
+            tokens = tok.encode(x, **encode_kwargs)
+            recon = tok.decode(tokens, **_decode_kwargs(tok, generator, decode_kwargs)).float().clamp(0, 1)
             perturbed = None
             if usage is not None:
                 usage.update(tokens)
                 noisy = _perturb(tok, tokens, indices[0], pfid_alpha, pfid_delta, seed)
                 changed += torch.tensor(count_changes(tokens, noisy), dtype=torch.float64, device=device)
                 if fid_state is not None:
-                    perturbed = tok.decode(noisy, **_decode_kwargs(tok, generator)).float().clamp(0, 1)
+                    perturbed = tok.decode(noisy, **_decode_kwargs(tok, generator, decode_kwargs)).float().clamp(0, 1)
             values = {name: METRICS.get(name)(x, recon, None) for name in ("psnr", "ssim")}
             if lpips_metric is not None:
                 values["lpips"] = lpips_metric(x, recon)
@@ -380,7 +403,7 @@ def _score_clip(name: str, fn: Callable[[], float], record: dict) -> None:
 
 
 def _evaluate_audio(tok, shard, out_dir, accelerator, *, batch_size, seed, pesq_mode, audio_extras, num_examples,
-                    progress, strict, skipped, over_full_scale, **_):
+                    progress, strict, skipped, over_full_scale, encode_kwargs, decode_kwargs, **_):
     from zoo.metrics import quality
 
     device = accelerator.device
@@ -410,8 +433,8 @@ def _evaluate_audio(tok, shard, out_dir, accelerator, *, batch_size, seed, pesq_
         x = torch.cat([clips[i] for i in group]).to(device)
         generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + group[0])
         with torch.inference_mode():
-            tokens = tok.encode(x, sample_rate=rate)
-            y = tok.decode(tokens, **_decode_kwargs(tok, generator)).float()
+            tokens = tok.encode(x, sample_rate=rate, **encode_kwargs)
+            y = tok.decode(tokens, **_decode_kwargs(tok, generator, decode_kwargs)).float()
             if usage is not None:
                 usage.update(tokens)
         y = y[..., : x.shape[-1]]
