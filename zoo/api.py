@@ -29,14 +29,23 @@ from zoo.precision import check_precision, precision_context, to_fp32
 from zoo.tokens import Tokens
 
 __all__ = [
-    "Codebook",
-    "ForwardOutput",
-    "Tokenizer",
-    "ImageTokenizer",
     "AudioTokenizer",
+    "Codebook",
     "FaceTokenizer",
+    "ForwardOutput",
+    "ImageTokenizer",
+    "Tokenizer",
     "Tokens",
+    "accepts_option",
 ]
+
+
+def accepts_option(fn: Any, name: str) -> bool:
+    """Whether `fn` (e.g. a tokenizer's `encode` or `decode`) takes the keyword `name`, by name or through `**kwargs`.
+    The command line and `zoo eval` use it to refuse an option (`--num-tokens`, `--steps`, ...) that a model lacks
+    before any input is read."""
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class Codebook:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.api import accepts_option
 from zoo.docs import format_count, meta_model
 
 _DELEGATED = {
@@ -91,18 +92,13 @@ def _load_model(model: str, weights: str, device: str, precision: str = "fp32"):
     return tok.to(_device(device)).eval()
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 def _encode_kwargs(tok, args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for flag, key in (("num_tokens", "num_tokens"), ("target_error", "target_error")):
         value = getattr(args, flag, None)
         if value is None:
             continue
-        if not _accepts(tok.encode, key):
+        if not accepts_option(tok.encode, key):
             option = "--" + flag.replace("_", "-")
             raise CliError(f"{tok.name or type(tok).__name__} does not take {option} (its encode has no {key})")
         kwargs[key] = value
@@ -117,7 +113,7 @@ def _decode_kwargs(tok, args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag, None)
         if value is None:
             continue
-        if not _accepts(tok.decode, key):
+        if not accepts_option(tok.decode, key):
             raise CliError(f"{tok.name or type(tok).__name__} has a deterministic decoder; it takes no --{flag}")
         kwargs[key] = value
     if "generator" in inspect.signature(tok.decode).parameters:
@@ -239,7 +235,7 @@ def _decode_to_signal(tok, tokens, args: argparse.Namespace, sample_rate: int | 
     import torch
 
     kwargs = _decode_kwargs(tok, args)
-    if image is not None and _accepts(tok.decode, "image"):  # decoders that paint into the input photo (TEASER)
+    if image is not None and accepts_option(tok.decode, "image"):  # decoders that paint into the input photo (TEASER)
         kwargs["image"] = image
     if tok.modality == "audio" and sample_rate and sample_rate != tok.sample_rate:
         kwargs["sample_rate"] = sample_rate

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from zoo.api import Tokenizer, Tokens
+from zoo.api import Tokenizer, Tokens, accepts_option
 from zoo.atomic import atomic_path, atomic_write_text
 from zoo.io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, find_files, read_audio, read_image, write_audio
 from zoo.metrics.audio import PESQ_RATES, MetricUnavailable, pesq, resample, stoi
@@ -101,13 +101,11 @@ def _decode_kwargs(tok: Tokenizer, generator: torch.Generator, options: dict[str
 def check_options(tok: Tokenizer, encode_kwargs: dict[str, Any], decode_kwargs: dict[str, Any]) -> None:
     """Refuse options the tokenizer's encode/decode do not take, before any file is read."""
     for what, fn, options in (("encode", tok.encode, encode_kwargs), ("decode", tok.decode, decode_kwargs)):
-        params = inspect.signature(fn).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            continue
-        unknown = sorted(set(options) - set(params))
+        unknown = sorted(name for name in options if not accepts_option(fn, name))
         if unknown:
+            known = [n for n in inspect.signature(fn).parameters if n not in ("self", "x", "tokens")]
             raise ValueError(f"{tok.name or type(tok).__name__}.{what} takes no {', '.join(unknown)} (its options: "
-                             f"{', '.join(n for n in params if n not in ('self', 'x', 'tokens')) or 'none'})")
+                             f"{', '.join(known) or 'none'})")
 
 
 def _perturb(tok: Tokenizer, tokens: Tokens, first_index: int, alpha: float, delta: int, seed: int) -> Tokens:
