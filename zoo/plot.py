@@ -60,8 +60,11 @@ def draw_panels(panels: list[Panel], path: str, panel_size: tuple[int, int] = (4
     for i, panel in enumerate(panels):
         left, right, top, bottom = i * pw + 62, (i + 1) * pw - 16, 34, ph - 48
         fx = math.log if panel.xlog else float
-        points = [(fx(x), y) for s in panel.series for x, y in zip(s.xs, s.ys)
-                  if math.isfinite(x) and math.isfinite(y) and (x > 0 or not panel.xlog)]
+
+        def shown(x: float, y: float = 0.0, xlog=panel.xlog) -> bool:  # finite, and x > 0 on a log axis
+            return math.isfinite(x) and math.isfinite(y) and (x > 0 or not xlog)
+
+        points = [(fx(x), y) for s in panel.series for x, y in zip(s.xs, s.ys) if shown(x, y)]
         if not points:
             continue
         xlo, xhi = min(p[0] for p in points), max(p[0] for p in points)
@@ -77,7 +80,7 @@ def draw_panels(panels: list[Panel], path: str, panel_size: tuple[int, int] = (4
 
         draw.rectangle([left, top, right, bottom], outline="black")
         draw.text((left, 10), panel.title, fill="black")
-        xs = sorted({x for s in panel.series for x in s.xs if math.isfinite(x) and (x > 0 or not panel.xlog)})
+        xs = sorted({x for s in panel.series for x in s.xs if shown(x)})
         xticks = panel.xticks or (xs if panel.xlog else _nice_ticks(xlo, xhi))
         yticks = _nice_ticks(ylo, yhi)
         for t in xticks:
@@ -92,8 +95,7 @@ def draw_panels(panels: list[Panel], path: str, panel_size: tuple[int, int] = (4
         draw.text((i * pw + 4, top - 16), panel.ylabel, fill="black")
         for k, s in enumerate(panel.series):
             colour = s.colour or PALETTE[k % len(PALETTE)]
-            pts = [(px(x), py(y)) for x, y in zip(s.xs, s.ys)
-                   if math.isfinite(x) and math.isfinite(y) and (x > 0 or not panel.xlog)]
+            pts = [(px(x), py(y)) for x, y in zip(s.xs, s.ys) if shown(x, y)]
             if s.kind == "line" and len(pts) > 1:
                 draw.line(pts, fill=colour, width=2)
             r = 4 if s.kind == "line" else 3

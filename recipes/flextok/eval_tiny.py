@@ -41,9 +41,9 @@ def heldout_crops(folder: Path, size: int, per_photo: int, seed: int) -> torch.T
 
 def heldout_whole(folder: Path, size: int) -> torch.Tensor:
     """Every photo under `folder` as `zoo eval` reads it: shorter side resized to `size`, centre crop."""
-    from zoo.io import read_image
+    from zoo.io import IMAGE_EXTENSIONS, find_files, read_image
 
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    files = find_files(folder, IMAGE_EXTENSIONS)  # the listing zoo eval uses
     if not files:
         raise FileNotFoundError(f"no held-out photos under {folder}")
     return torch.cat([read_image(path, size=size) for path in files])
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         x = heldout_crops(Path(args.photos), tok.image_size, args.crops, args.seed)
     # a 2048-d Frechet distance from a handful of images is noise, not a measurement: rFID only from MIN_FID images
     fid_real = FID(reference=f"{len(x)} held-out {what} of {args.photos}") if len(x) >= MIN_FID else None
-    for i in range(0, len(x), args.batch) if fid_real is not None else ():
-        fid_real.update(x[i:i + args.batch], real=True)
+    if fid_real is not None:
+        for i in range(0, len(x), args.batch):
+            fid_real.update(x[i:i + args.batch], real=True)
     ks = [2**i for i in range(int(math.log2(tok.num_registers)) + 1)]
     rows = []
     shown = torch.linspace(0, len(x) - 1, min(args.examples, len(x))).round().long()  # spread over the photos
