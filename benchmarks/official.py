@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name}", type=Path, default=None, help=f"official {name} checkout")
     parser.add_argument("--runs", type=int, default=5, help="timed calls of each implementation per row")
     parser.add_argument("--quick", action="store_true", help="one short row per family (does it work?)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="run every row on this many threads instead of the table's (e.g. 1 on a machine that "
+                             "has a training job on the other core)")
     parser.add_argument("--out", type=Path, default=None, help="append every row as a JSON line here")
     parser.add_argument("--write-docs", type=Path, default=None, help="put the table into this page's markers")
     parser.add_argument("--from", dest="saved", type=Path, default=None,
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({**row, **normalise(script, row["raw"])})
         print(table(rows))
         if args.write_docs is not None:
-            write_docs(args.write_docs, rows, _header(args.runs))
+            write_docs(args.write_docs, rows, _header(args.runs, args.threads))
         return 0
     checkouts = {script: getattr(args, key) for script, key in CHECKOUT.items()}
     missing = sorted({CHECKOUT[s] for s, path in checkouts.items() if path is None})
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (family, script, row_args, label, threads) in enumerate(plan, 1):
         if checkouts[script] is None:
             continue
+        threads = args.threads or threads
         start = time.perf_counter()
         print(f"[{i}/{len(plan)}] {family} {' '.join(row_args)} ...", file=sys.stderr, flush=True)
         result = run_row(script, row_args, threads, checkouts[script].expanduser(), 1 if args.quick else args.runs)
@@ -160,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                 handle.write(json.dumps(row) + "\n")
     print(table(rows))
     if args.write_docs is not None:
-        write_docs(args.write_docs, rows, _header(args.runs))
+        write_docs(args.write_docs, rows, _header(args.runs, args.threads))
     return 0
 
 
-def _header(runs: int) -> str:
+def _header(runs: int, threads: int | None = None) -> str:
     import torch
 
-    return (f"`python benchmarks/official.py --runs {runs}` with the official checkouts, {time.strftime('%Y-%m-%d')}, "
+    option = f" --threads {threads}" if threads else ""
+    return (f"`python benchmarks/official.py --runs {runs}{option}` with the official checkouts, {time.strftime('%Y-%m-%d')}, "
             f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), "
             f"{os.cpu_count()} cores, torch {torch.__version__}, fp32, CPU; medians of timed calls alternating between "
             "the two implementations in one process.")

@@ -74,6 +74,27 @@ def test_from_saved_rows_rerenders_without_running(official, tmp_path, capsys):
     assert "**1.50x**" in capsys.readouterr().out and "**1.50x**" in page.read_text()
 
 
+def test_threads_option_overrides_every_row_and_is_in_the_header(official, tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def fake_row(script, args, threads, checkout, runs):
+        seen.append(threads)
+        return {"zoo": {"median_s": 1.0}, "official": {"median_s": 1.5}, "ids_equal": True, "audio_max_abs_diff": 0.0}
+
+    monkeypatch.setattr(official, "run_row", fake_row)
+    page = tmp_path / "page.md"
+    page.write_text(f"{official.BEGIN}\n{official.END}\n")
+    assert official.main(["--wavtokenizer", str(tmp_path), "--threads", "1", "--write-docs", str(page)]) == 0
+    wavtokenizer_rows = [r for r in official.ROWS if r[1] == "wavtokenizer_speed.py"]
+    assert seen == [1] * len(wavtokenizer_rows) and any(r[4] == 2 for r in wavtokenizer_rows)
+    text = page.read_text()
+    assert "--threads 1`" in text and "| 1 | 1.000 | 1.500 | **1.50x** |" in text
+    seen.clear()
+    official.main(["--wavtokenizer", str(tmp_path)])  # without it, each row keeps the table's thread count
+    assert seen == [r[4] for r in wavtokenizer_rows]
+    capsys.readouterr()
+
+
 # ------------------------------------------------------------------------------- the prepared GPU session
 
 def test_gpu_session_records_errors_skips_past_the_budget_and_writes_the_tables(tmp_path):

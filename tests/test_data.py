@@ -101,6 +101,46 @@ def test_multiscale_crops_change_scale(tmp_path):
     assert max(stds) - min(stds) > 0.02
 
 
+def test_mosaic_tiles_four_pictures(tmp_path):
+    # four flat-coloured pictures: a mosaic's quadrants are each one picture's colour, a plain item is one colour
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    for i, c in enumerate(colours):
+        Image.new("RGB", (40, 30), c).save(tmp_path / f"{i}.png")
+    plain = ImageFolder(tmp_path, image_size=16, crop="random", hflip=True)
+    always = ImageFolder(tmp_path, image_size=16, crop="random", hflip=True, mosaic=1.0)
+    palette = {tuple(float(v) / 255 for v in c) for c in colours}
+    seen_mixed = False
+    for epoch in range(4):
+        plain.set_epoch(epoch), always.set_epoch(epoch)
+        for i in range(4):
+            x, m = plain[i], always[i]
+            assert m.shape == (3, 16, 16)
+            assert len({tuple(x[:, r, c].tolist()) for r in range(16) for c in range(16)}) == 1
+            quads = [m[:, :8, :8], m[:, :8, 8:], m[:, 8:, :8], m[:, 8:, 8:]]
+            firsts = [tuple(q[:, 0, 0].tolist()) for q in quads]
+            assert all(f in palette for f in firsts)
+            assert all(bool((q == q[:, :1, :1]).all()) for q in quads)  # each tile is one whole picture's crop
+            assert firsts[0] == tuple(x[:, 0, 0].tolist())  # the item itself is the top-left tile
+            seen_mixed |= len(set(firsts)) > 1
+    assert seen_mixed
+    # the mosaic draw is part of the item's seeded stream: the same (seed, epoch, index) gives the same picture
+    torch.testing.assert_close(always[2], always[2], atol=0, rtol=0)
+    half = ImageFolder(tmp_path, image_size=16, mosaic=0.5)
+    flat = []
+    for epoch in range(4):
+        half.set_epoch(epoch)
+        flat += [bool((x == x[:, :1, :1]).all()) for x in (half[i] for i in range(4))]
+    assert 2 <= sum(flat) <= 14  # about half of 16 draws are single pictures (deterministic given the seeds)
+
+
+def test_mosaic_errors(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="probability"):
+        ImageFolder(tmp_path, mosaic=1.5)
+    with pytest.raises(ValueError, match="even image_size"):
+        ImageFolder(tmp_path, image_size=15, mosaic=0.5)
+
+
 # ------------------------------------------------------------------------------------------------- seeding
 def test_seeding_is_a_function_of_seed_rank_epoch_index(image_dir):
     a = ImageFolder(image_dir, image_size=16, crop="multiscale", seed=3, rank=0)

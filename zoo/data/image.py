@@ -46,6 +46,10 @@ class ImageFolder(SeededDataset):
         rank: process rank (default: env RANK or 0).
         skip_unreadable: skip and count files that fail to decode instead of raising (see `SeededDataset`).
         files: explicit list of paths or tar members instead of a folder.
+        mosaic: probability that an item is a 2 x 2 mosaic of half-size crops of itself and three other random
+            pictures (each cropped as above). For distilling a pooled embedding from few photos: a mosaic's target
+            is a new mixture of four pictures' content, so a small training set gives combinatorially many targets
+            (the mosaic augmentation of YOLOv4, Bochkovskiy et al. 2020, arXiv:2004.10934). Needs an even size.
 
     Items are float tensors [3, image_size, image_size] in [0, 1].
     """
@@ -63,6 +67,7 @@ class ImageFolder(SeededDataset):
         rank: int | None = None,
         skip_unreadable: bool = False,
         files: Sequence[Any] | None = None,
+        mosaic: float = 0.0,
     ) -> None:
         super().__init__(seed=seed, rank=rank, skip_unreadable=skip_unreadable)
         if crop not in CROPS:
@@ -71,26 +76,39 @@ class ImageFolder(SeededDataset):
             raise ValueError(f"image_size must be positive, got {image_size}")
         if len(scale) != 2:
             raise ValueError(f"scale must be (lo, hi), got {scale}")
+        if not 0.0 <= mosaic <= 1.0:
+            raise ValueError(f"mosaic is a probability in [0, 1], got {mosaic}")
+        if mosaic > 0 and image_size % 2:
+            raise ValueError(f"mosaic needs an even image_size (four half-size tiles), got {image_size}")
+        self.mosaic = float(mosaic)
         self.image_size, self.crop, self.scale, self.hflip = int(image_size), crop, tuple(scale), hflip
         self._set_items(root, files, extensions, recursive)
 
     def load(self, item: Any, generator: torch.Generator) -> torch.Tensor:
+        if self.mosaic > 0 and torch.rand((), generator=generator).item() < self.mosaic:
+            others = torch.randint(len(self.items), (3,), generator=generator).tolist()
+            tiles = [self._crop(x, generator, self.image_size // 2)
+                     for x in (item, *(self.items[i] for i in others))]
+            return torch.cat([torch.cat(tiles[:2], dim=2), torch.cat(tiles[2:], dim=2)], dim=1)
+        return self._crop(item, generator, self.image_size)
+
+    def _crop(self, item: Any, generator: torch.Generator, size: int) -> torch.Tensor:
         rng = None if self.crop in ("center", "resize") and not self.hflip else generator
         found: dict[str, Any] = {}
 
         def reduction(width: int, height: int) -> float:
             # the crop box in the upright full-size picture; a JPEG decodes at 1/2, 1/4 or 1/8 scale when the crop
             # is shrunk that much anyway (PIL `draft`)
-            box = crop_box(width, height, self.image_size, self.crop, rng, self.scale)
+            box = crop_box(width, height, size, self.crop, rng, self.scale)
             found.update(size=(width, height), box=box)
-            return min(box[2] - box[0], box[3] - box[1]) / self.image_size
+            return min(box[2] - box[0], box[3] - box[1]) / size
 
         image = open_image(item, draft=reduction)
         (width, height), box = found["size"], found["box"]
         sx, sy = image.width / width, image.height / height
         box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-        return to_tensor(crop_image(image, self.image_size, self.crop, rng, self.scale, self.hflip, box=box))
+        return to_tensor(crop_image(image, size, self.crop, rng, self.scale, self.hflip, box=box))
 
     def __repr__(self) -> str:
         return (f"ImageFolder({len(self)} images, image_size={self.image_size}, crop={self.crop!r}, "
-                f"seed={self.seed}, rank={self.rank})")
+                f"seed={self.seed}, rank={self.rank}" + (f", mosaic={self.mosaic}" if self.mosaic else "") + ")")
