@@ -555,3 +555,22 @@ def test_pixel_decoder_x_prediction_lands_on_its_predicted_image_and_refuses_unk
     assert torch.isfinite(loss) and decoder.head.proj.weight.grad is not None
     with pytest.raises(ValueError, match="prediction must be one of"):
         EmbeddingFlowDecoder(28, 16, width=32, depth=1, num_heads=2, patch_size=14, prediction="eps")
+
+
+def test_teacher_probe_fits_on_some_photos_and_tests_on_others(tmp_path):
+    from PIL import Image
+
+    probe = load_script(Path(__file__).resolve().parents[1] / "recipes" / "seed" / "probe_teacher.py")
+    g = torch.Generator().manual_seed(0)
+    for name in "abcd":
+        pixels = torch.nn.functional.interpolate(torch.rand(1, 3, 5, 7, generator=g), size=(120, 160), mode="bilinear")
+        Image.fromarray((pixels[0] * 255).byte().permute(1, 2, 0).numpy()).save(tmp_path / f"{name}.png")
+    out = tmp_path / "probe.json"
+    probe.main(["--photos", str(tmp_path), "--test-photos", "1", "--crops", "2", "--steps", "2", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["photos_fit"] == 3 and result["photos_test"] == 1 and result["crops_per_photo"] == 2
+    for key in ("ridge_mean_token", "ridge_all_tokens", "per_position_mlp"):
+        assert -1 <= result[key]["test_cosine"] <= 1
+    assert -1 <= result["constant"] <= 1
+    with pytest.raises(SystemExit, match="--test-photos must be between 1 and 3"):
+        probe.main(["--photos", str(tmp_path), "--test-photos", "4"])
