@@ -3,6 +3,10 @@ and steps aside for training, autocast and the opt-out."""
 
 from __future__ import annotations
 
+import copy
+import gc
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -49,18 +53,30 @@ def test_training_autocast_and_opt_out_take_the_plain_path(monkeypatch):
     monkeypatch.setenv("ZOO_ONEDNN_LINEAR", "0")
     with torch.no_grad():
         assert torch.equal(linear_act(layer, x, "gelu"), F.gelu(layer(x)))
-    assert "_zoo_onednn_weight" not in layer.state_dict()
 
 
 @pytest.mark.skipif(not onednn_linear_available(), reason="this PyTorch build has no oneDNN linear")
-def test_packed_weight_is_cached_and_not_saved():
+def test_packed_weight_is_cached_and_the_module_still_copies_and_pickles():
+    from zoo.nn import onednn
+
     layer, x = nn.Linear(16, 32), torch.randn(4, 16)
     with torch.no_grad():
+        first = linear_act(layer, x, "gelu")
+        packed = onednn._PACKED[layer][torch.float32][1]
         linear_act(layer, x)
-        packed = layer.__dict__["_zoo_onednn_weight"][torch.float32][1]
-        linear_act(layer, x)
-        assert layer.__dict__["_zoo_onednn_weight"][torch.float32][1] is packed  # reused, not re-packed
+        assert onednn._PACKED[layer][torch.float32][1] is packed  # reused, not re-packed
     assert set(layer.state_dict()) == {"weight", "bias"}
+    # oneDNN's packed tensors cannot be copied or pickled: a used model must still deepcopy (EMA, export) and save
+    buffer = io.BytesIO()
+    torch.save(nn.Sequential(layer), buffer)
+    buffer.seek(0)
+    for clone in (copy.deepcopy(layer), torch.load(buffer, weights_only=False)[0]):
+        with torch.no_grad():
+            torch.testing.assert_close(linear_act(clone, x, "gelu"), first, atol=0, rtol=0)
+    size = len(onednn._PACKED)
+    del layer, clone
+    gc.collect()
+    assert len(onednn._PACKED) < size  # the entry goes with its module
 
 
 @pytest.mark.parametrize("act", [None, "gelu"])

@@ -11,14 +11,17 @@ built with oneDNN. Under bf16 autocast (`precision="bf16"`) on a CPU with native
 bf16 copy of the weight made once, instead of autocast casting the weight at every call: 1.1-1.3x faster than
 autocast's linear, output bf16 as autocast's, and closer to fp32 (GELU applied before the rounding to bf16).
 Everywhere else (training, GPU, fp16, emulated bf16, other builds) `linear_act` is exactly `act(linear(x))`. The
-packed weight is kept on the module until the weight changes (data pointer, version counter, dtype), like
-`WeightNormConv1d`'s fused weight; it is a plain attribute, never in a state dict. Set `ZOO_ONEDNN_LINEAR=0` to
+packed weight is kept until the weight changes (data pointer, version counter, dtype), like `WeightNormConv1d`'s
+fused weight, in a table beside the module (weakly keyed by it), never on it: oneDNN's packed tensors cannot be
+copied or pickled, so `copy.deepcopy(model)` and `torch.save(model)` must not see them, and the table entry goes
+with the module. Set `ZOO_ONEDNN_LINEAR=0` to
 turn the path off (e.g. to time the plain one).
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +46,8 @@ def onednn_linear_available() -> bool:
 
 
 _AVAILABLE = onednn_linear_available()
+# Linear -> {dtype: (key, packed weight, bias)}; weak keys: an entry lives as long as its module
+_PACKED: weakref.WeakKeyDictionary[nn.Linear, dict] = weakref.WeakKeyDictionary()
 
 
 _NATIVE_BF16 = _AVAILABLE and cpu_has_native("bf16")
@@ -68,7 +73,7 @@ def _packed(linear: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.
         # made under inference_mode: no version counter to key a cache on
         return weight.to(dtype), None if bias is None else bias.to(dtype)
     key = (dtype, weight.data_ptr(), weight._version, None if bias is None else (bias.data_ptr(), bias._version))
-    cache = linear.__dict__.setdefault("_zoo_onednn_weight", {})
+    cache = _PACKED.setdefault(linear, {})
     if cache.get(dtype, (None,))[0] != key:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype))
         cache[dtype] = (key, packed, None if bias is None else bias.detach().to(dtype))
