@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="saved", type=Path, default=None,
                         help="print (and --write-docs) the rows of a JSON-lines file that --out wrote, running nothing")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.saved is not None:
         rows = []
         for line in args.saved.read_text().splitlines():
@@ -172,8 +174,9 @@ def _header(runs: int, threads: int | None = None) -> str:
     import torch
 
     option = f" --threads {threads}" if threads else ""
-    return (f"`python benchmarks/official.py --runs {runs}{option}` with the official checkouts, {time.strftime('%Y-%m-%d')}, "
-            f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), "
+    cpu = f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()})"
+    return (f"`python benchmarks/official.py --runs {runs}{option}` with the official checkouts, "
+            f"{time.strftime('%Y-%m-%d')}, {cpu}, "
             f"{os.cpu_count()} cores, torch {torch.__version__}, fp32, CPU; medians of timed calls alternating between "
             "the two implementations in one process.")
 

@@ -92,7 +92,9 @@ def test_threads_option_overrides_every_row_and_is_in_the_header(official, tmp_p
     seen.clear()
     official.main(["--wavtokenizer", str(tmp_path)])  # without it, each row keeps the table's thread count
     assert seen == [r[4] for r in wavtokenizer_rows]
-    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        official.main(["--wavtokenizer", str(tmp_path), "--threads", "0"])
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- the prepared GPU session

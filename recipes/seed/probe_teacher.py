@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
             photo.append(torch.arange(len(order)))
     tokens, embeddings, photo = torch.cat(tokens), torch.cat(embeddings), torch.cat(photo)
     fit, test = photo < len(order) - args.test_photos, photo >= len(order) - args.test_photos
-    result = {"photos_fit": len(order) - args.test_photos, "photos_test": args.test_photos, "crops_per_photo": args.crops,
+    result = {"photos_fit": len(order) - args.test_photos, "photos_test": args.test_photos,
+              "crops_per_photo": args.crops,
               "constant": cosine(embeddings[fit].mean(0, keepdim=True).expand(int(test.sum()), -1), embeddings[test])}
     for name, feats in (("ridge_mean_token", tokens.mean(1)), ("ridge_all_tokens", tokens.flatten(1))):
         best = max((cosine(ridge(feats[fit], embeddings[fit], lam)(feats[test]), embeddings[test]), lam)

@@ -14,8 +14,7 @@ Everywhere else (training, GPU, fp16, emulated bf16, other builds) `linear_act` 
 packed weight is kept until the weight changes (data pointer, version counter, dtype), like `WeightNormConv1d`'s
 fused weight, in a table beside the module (weakly keyed by it), never on it: oneDNN's packed tensors cannot be
 copied or pickled, so `copy.deepcopy(model)` and `torch.save(model)` must not see them, and the table entry goes
-with the module. Set `ZOO_ONEDNN_LINEAR=0` to
-turn the path off (e.g. to time the plain one).
+with the module. Set `ZOO_ONEDNN_LINEAR=0` to turn the path off (read at each call, e.g. to time the plain one).
 """
 
 from __future__ import annotations
@@ -46,11 +45,9 @@ def onednn_linear_available() -> bool:
 
 
 _AVAILABLE = onednn_linear_available()
+_NATIVE_BF16 = _AVAILABLE and cpu_has_native("bf16")
 # Linear -> {dtype: (key, packed weight, bias)}; weak keys: an entry lives as long as its module
 _PACKED: weakref.WeakKeyDictionary[nn.Linear, dict] = weakref.WeakKeyDictionary()
-
-
-_NATIVE_BF16 = _AVAILABLE and cpu_has_native("bf16")
 
 
 def _compute_dtype(linear: nn.Linear, x: torch.Tensor) -> torch.dtype | None:
