@@ -526,3 +526,23 @@ def test_heldout_evaluation_script_runs_end_to_end(tmp_path):
     assert json.loads((tmp_path / "out" / "small_eval.json").read_text())["errors"] == report["errors"]
     for stem in ("tokens_curve", "complexity", "recon_grid"):
         assert (tmp_path / "out" / f"small_{stem}.png").stat().st_size > 0
+
+
+def test_finetune_objective_has_the_same_warm_up_switches():
+    from zoo.train.objectives.karl import KARLFinetuneObjective
+
+    tok = _small().train()
+    obj = KARLFinetuneObjective(token_counts=[16], perceptual_weight=0.0, gan_schedule=[[0, 0.0]],
+                                discriminator_kwargs={"channels": 8, "num_layers": 1, "norm": "batch"},
+                                continuous_steps=1, halt_start=2)
+    obj.setup(tok)
+    calls = []
+    original = tok.forward
+    tok.forward = lambda *a, **k: calls.append(k["quantize"]) or original(*a, **k)
+    x = tok.example_input(2, torch.Generator().manual_seed(1))
+    for step in range(2):
+        loss, _ = obj.generator_loss(tok, x, step)
+        assert torch.isfinite(loss)
+    assert calls == [False, True]
+    with pytest.raises(ValueError, match="continuous_steps and halt_start"):
+        KARLFinetuneObjective(perceptual_weight=0.0, halt_start=-1)

@@ -4,6 +4,7 @@ discrete (FSQ) appearance tokens."""
 from __future__ import annotations
 
 import json
+import math
 import logging
 from pathlib import Path
 
@@ -422,3 +423,48 @@ def test_every_teaser_recipe_validates_and_builds_its_objective(recipe):
     assert objective.stage == (1 if "stage1" in recipe else 2)
     skipped = {"stage1": "mica_loss", "stage2": "emotion_loss"}[recipe.split(".")[0].split("-")[-1]]
     assert set(objective.notes) == {skipped}  # the optional term the official config has, skipped with a note
+
+
+def test_white_balance_scales_the_channels_of_augmented_crops_only(tmp_path, flame):
+    from PIL import Image
+
+    from zoo.face.data import FaceLandmarks, read_corpus
+
+    corpus = _write_corpus(tmp_path / "faces", flame, 1)
+    item = read_corpus(corpus)[0]
+    Image.fromarray(np.full((320, 320, 3), 128, dtype=np.uint8)).save(item["picture"])
+
+    def channel_spread(dataset, epoch):
+        dataset.set_epoch(epoch)
+        means = dataset[0]["image"].mean((1, 2))
+        return float(means.max() / means.min())
+
+    plain = FaceLandmarks(corpus, augment=True, seed=1)
+    shifted = FaceLandmarks(corpus, augment=True, white_balance=0.3, seed=1)
+    assert max(channel_spread(plain, e) for e in range(4)) < 1.01  # grey stays grey without it
+    spreads = [channel_spread(shifted, e) for e in range(4)]
+    assert max(spreads) > 1.05 and max(spreads) < 1.3 / 0.7 + 0.01  # gains within U(0.7, 1.3)
+    unaugmented = FaceLandmarks(corpus, augment=False, white_balance=0.3)
+    assert channel_spread(unaugmented, 0) < 1.001
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="white_balance"):
+            FaceLandmarks(corpus, white_balance=bad)
+
+
+def test_evaluation_script_reports_where_the_error_sits(tmp_path, flame, fsq_tiny):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "teaser" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("teaser_evaluate", path)
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    corpus = _write_corpus(tmp_path / "faces", flame, 2)
+    faces = evaluate.load_faces(evaluate.heldout_items(corpus, "train"))
+    summary = evaluate.evaluate(fsq_tiny, faces)["summary"]
+    assert summary["num_faces"] == 2
+    for key in ("psnr", "psnr_face", "baseline_psnr_face", "psnr_outside", "colour_error_face", "psnr_face_true_mean",
+                "psnr_face_unrounded", "nme_mp105"):
+        assert math.isfinite(summary[key]), key
+    assert 0 <= summary["colour_error_face"] <= 1
+    # replacing the painted face's mean colour by the true one is the best constant shift (up to clamping)
+    assert summary["psnr_face_true_mean"] >= summary["psnr_face"] - 0.1

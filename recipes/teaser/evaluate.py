@@ -15,6 +15,10 @@ Protocol (fixed before the bundled model was trained; the held-out split is used
   distance (NME, %), and in crop pixels;
 * baseline: the crop with the hole filled by the face's true mean colour (`baseline_psnr`, `baseline_psnr_face`),
   what a generator that paints no face at all but knows its average colour would score;
+* where the error sits (added in session 11, after the protocol's numbers above): PSNR outside the hole
+  (`psnr_outside`, the background the generator copies), the mean absolute error of the painted face's mean colour
+  (`colour_error_face`, in [0, 1] units) and the face PSNR once its mean colour is replaced by the true one
+  (`psnr_face_true_mean`: what is left is shape, shading and texture);
 * model: the final (EMA) weights, no choice among checkpoints.
 
 Writes `<out>.json` and, with `--pictures DIR`, a reconstruction grid, an expression-transfer and a token-swap
@@ -123,6 +127,16 @@ def evaluate(tok, faces: dict[str, torch.Tensor], batch_size: int = 8) -> dict:
         mse_fill = ((fill - x) ** 2 * region).flatten(1).sum(1) / (3 * region.flatten(1).sum(1))
         rows.setdefault("baseline_psnr", []).extend(psnr(fill, x).tolist())
         rows.setdefault("baseline_psnr_face", []).extend((10 * torch.log10(1 / mse_fill)).tolist())
+        # where the error sits: the background the generator copies, the face's mean colour, and the face with its
+        # mean colour replaced by the true one (what is left is shape and shading)
+        outside = 1 - region
+        mse_out = ((y - x) ** 2 * outside).flatten(1).sum(1) / (3 * outside.flatten(1).sum(1)).clamp_min(1)
+        rows.setdefault("psnr_outside", []).extend((10 * torch.log10(1 / mse_out)).tolist())
+        mean_out = (y * region).flatten(2).sum(2) / region.flatten(2).sum(2)
+        rows.setdefault("colour_error_face", []).extend((mean_out - mean).abs().mean(1).tolist())
+        recoloured = (y + (mean - mean_out)[..., None, None]).clamp(0, 1)
+        mse_recol = ((recoloured - x) ** 2 * region).flatten(1).sum(1) / (3 * region.flatten(1).sum(1))
+        rows.setdefault("psnr_face_true_mean", []).extend((10 * torch.log10(1 / mse_recol)).tolist())
         if tok.quantizer is not None:
             params = tok.encoder(x)
             geometry = tok.render(tokens)  # the same geometry, only the tokens change

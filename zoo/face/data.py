@@ -160,6 +160,9 @@ class FaceLandmarks(SeededDataset):
         image_size: crop side (TEASER: 224).
         scale: crop size as a multiple of the MediaPipe box: a (low, high) range drawn per item, or one number.
         augment: the random similarity and colour changes (training); False gives the plain crop.
+        white_balance: with `augment`, every crop's R, G and B are scaled by gains drawn from U(1 - w, 1 + w) (0:
+            off, the official list). A trick for few identities: the skin colours the generator can memorise vary,
+            so the appearance tokens must carry each face's colour (session 11, docs/teaser.md).
         repeat_single: repeat identities with a single face this many times (they are otherwise drowned by video
             frames of one person).
         dense: "mediapipe" (dense targets are MediaPipe points, zoo's offline face model) or "file" (the npz's
@@ -170,7 +173,8 @@ class FaceLandmarks(SeededDataset):
 
     def __init__(self, root: str | Path | None = None, split: str | None = "train", image_size: int = 224,
                  scale: float | tuple[float, float] | list[float] = (1.2, 1.8), augment: bool = True,
-                 repeat_single: int = 1, dense: str = "mediapipe", seed: int = 0, rank: int | None = None,
+                 repeat_single: int = 1, dense: str = "mediapipe", white_balance: float = 0.0, seed: int = 0,
+                 rank: int | None = None,
                  skip_unreadable: bool = False, items: list[dict[str, Any]] | None = None) -> None:
         super().__init__(seed, rank, skip_unreadable)
         if dense not in ("mediapipe", "file"):
@@ -180,6 +184,9 @@ class FaceLandmarks(SeededDataset):
             raise ValueError(f"scale must be a positive number or a (low, high) range, got {scale}")
         if int(repeat_single) < 1:
             raise ValueError(f"repeat_single must be >= 1, got {repeat_single}")
+        if not 0.0 <= float(white_balance) < 1.0:
+            raise ValueError(f"white_balance must be in [0, 1) (gains drawn from U(1 - w, 1 + w)), got {white_balance}")
+        self.white_balance = float(white_balance)
         self.image_size, self.scale, self.augment, self.dense = int(image_size), scale, bool(augment), dense
         if items is None:
             if root is None:
@@ -231,6 +238,10 @@ class FaceLandmarks(SeededDataset):
         image = torch.floor(image * 255 + 1e-4).clamp(0, 255) / 255  # uint8 pixels, as the official crop
         if self.augment:
             image = _augment_colour(image, generator)
+            if self.white_balance > 0:
+                low, high = 1 - self.white_balance, 1 + self.white_balance
+                gains = torch.tensor([_uniform(generator, low, high) for _ in range(3)])
+                image = (image * gains[:, None, None]).clamp(0, 1)
         mp_px = _apply(transform, mediapipe) if mediapipe is not None else None
         fan_px = _apply(transform, fan68) if fan68 is not None else None
         out = {

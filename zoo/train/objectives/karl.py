@@ -239,6 +239,8 @@ class KARLFinetuneObjective(_TwoPass):
         adaptive: scale the adversarial term by taming's adaptive weight (official).
         buckets, bucket_size: discriminators and tokens per bucket (official 8 of 32 tokens).
         discriminator_kwargs: `zoo.losses.PatchGAN` arguments (official 64 channels, 3 layers, BatchNorm).
+        continuous_steps, halt_start: as in stage 1 (not official; 0 = the official recipe), for a fine-tuning that
+            starts from an untrained KARL.
     """
 
     def __init__(self, token_counts: Sequence[int] | None = None, l1_weight: float = 1.0,
@@ -246,8 +248,10 @@ class KARLFinetuneObjective(_TwoPass):
                  gan_schedule: Sequence[Sequence[float]] = ((0, 0.0), (1, 0.2)), adaptive: bool = True,
                  buckets: int = 8, bucket_size: int = 32, discriminator_kwargs: dict[str, Any] | None = None,
                  codebook_weight: float = 1.0, commitment_weight: float = 0.25, halt_weight: float = 1.0,
-                 error_prior_max: float = 0.04, error_decay: float = 0.99) -> None:
-        super().__init__(token_counts, codebook_weight, commitment_weight, halt_weight, error_prior_max, error_decay)
+                 error_prior_max: float = 0.04, error_decay: float = 0.99, continuous_steps: int = 0,
+                 halt_start: int = 0) -> None:
+        super().__init__(token_counts, codebook_weight, commitment_weight, halt_weight, error_prior_max, error_decay,
+                         continuous_steps, halt_start)
         self.l1_weight = float(l1_weight)
         self.perceptual_weight = float(perceptual_weight)
         self.lpips_weights = lpips_weights
