@@ -468,3 +468,27 @@ def test_evaluation_script_reports_where_the_error_sits(tmp_path, flame, fsq_tin
     assert 0 <= summary["colour_error_face"] <= 1
     # replacing the painted face's mean colour by the true one is the best constant shift (up to clamping)
     assert summary["psnr_face_true_mean"] >= summary["psnr_face"] - 0.1
+
+
+def test_background_balance_recolours_only_outside_the_face(tmp_path, flame):
+    from PIL import Image
+
+    from zoo.face.data import FaceLandmarks, read_corpus
+
+    corpus = _write_corpus(tmp_path / "faces", flame, 1)
+    item = read_corpus(corpus)[0]
+    Image.fromarray(np.full((320, 320, 3), 128, dtype=np.uint8)).save(item["picture"])
+    dataset = FaceLandmarks(corpus, augment=True, background_balance=0.3, seed=2)
+    spreads = []
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        sample = dataset[0]
+        image = sample["image"]
+        u, v = ((sample["landmarks_mp"][4] + 1) * 112).round().long().tolist()  # the nose tip: inside the face
+        nose = image[:, v - 2:v + 3, u - 2:u + 3].mean((1, 2))
+        assert float(nose.max() / nose.min()) < 1.02
+        corner = image[:, :12, :12].mean((1, 2))  # a crop corner: background
+        spreads.append(float(corner.max() / corner.min()))
+    assert max(spreads) > 1.05
+    with pytest.raises(ValueError, match="background_balance"):
+        FaceLandmarks(corpus, background_balance=1.0)

@@ -163,6 +163,9 @@ class FaceLandmarks(SeededDataset):
         white_balance: with `augment`, every crop's R, G and B are scaled by gains drawn from U(1 - w, 1 + w) (0:
             off, the official list). A trick for few identities: the skin colours the generator can memorise vary,
             so the appearance tokens must carry each face's colour (session 11, docs/teaser.md).
+        background_balance: with `augment`, R, G and B gains from U(1 - b, 1 + b) applied outside the face's hull
+            only (the seam softened over ~9 px; 0: off). Decouples the face's colour from its surroundings, so the
+            generator cannot guess the face colour from the background it is shown (session 11, docs/teaser.md).
         repeat_single: repeat identities with a single face this many times (they are otherwise drowned by video
             frames of one person).
         dense: "mediapipe" (dense targets are MediaPipe points, zoo's offline face model) or "file" (the npz's
@@ -173,7 +176,8 @@ class FaceLandmarks(SeededDataset):
 
     def __init__(self, root: str | Path | None = None, split: str | None = "train", image_size: int = 224,
                  scale: float | tuple[float, float] | list[float] = (1.2, 1.8), augment: bool = True,
-                 repeat_single: int = 1, dense: str = "mediapipe", white_balance: float = 0.0, seed: int = 0,
+                 repeat_single: int = 1, dense: str = "mediapipe", white_balance: float = 0.0,
+                 background_balance: float = 0.0, seed: int = 0,
                  rank: int | None = None,
                  skip_unreadable: bool = False, items: list[dict[str, Any]] | None = None) -> None:
         super().__init__(seed, rank, skip_unreadable)
@@ -187,6 +191,10 @@ class FaceLandmarks(SeededDataset):
         if not 0.0 <= float(white_balance) < 1.0:
             raise ValueError(f"white_balance must be in [0, 1) (gains drawn from U(1 - w, 1 + w)), got {white_balance}")
         self.white_balance = float(white_balance)
+        if not 0.0 <= float(background_balance) < 1.0:
+            raise ValueError("background_balance must be in [0, 1) (gains drawn from U(1 - b, 1 + b)), got "
+                             f"{background_balance}")
+        self.background_balance = float(background_balance)
         self.image_size, self.scale, self.augment, self.dense = int(image_size), scale, bool(augment), dense
         if items is None:
             if root is None:
@@ -200,6 +208,16 @@ class FaceLandmarks(SeededDataset):
             times = int(repeat_single) if counts[item.get("identity", item["picture"])] == 1 else 1
             self.items += [item] * times
         self.identities = sorted(counts)
+
+    def _recolour_background(self, image: torch.Tensor, transform: np.ndarray, points: np.ndarray,
+                             generator: torch.Generator) -> torch.Tensor:
+        from zoo.face.render import face_hull_mask
+
+        low, high = 1 - self.background_balance, 1 + self.background_balance
+        gains = torch.tensor([_uniform(generator, low, high) for _ in range(3)])
+        outside = face_hull_mask(torch.from_numpy(_apply(transform, points)).float()[None], self.image_size)[0]
+        outside = F.avg_pool2d(F.pad(outside[None], (4, 4, 4, 4), mode="replicate"), 9, stride=1)[0]
+        return (image * (1 + outside * (gains[:, None, None] - 1))).clamp(0, 1)
 
     def load(self, item: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
         from zoo.data.transforms import to_tensor
@@ -242,6 +260,9 @@ class FaceLandmarks(SeededDataset):
                 low, high = 1 - self.white_balance, 1 + self.white_balance
                 gains = torch.tensor([_uniform(generator, low, high) for _ in range(3)])
                 image = (image * gains[:, None, None]).clamp(0, 1)
+            if self.background_balance > 0:
+                image = self._recolour_background(image, transform, mediapipe if mediapipe is not None else fan68,
+                                                  generator)
         mp_px = _apply(transform, mediapipe) if mediapipe is not None else None
         fan_px = _apply(transform, fan68) if fan68 is not None else None
         out = {
