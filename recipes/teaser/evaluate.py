@@ -84,6 +84,17 @@ def _hull_region(tok, hull_points: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(1 - hull, 2 * radius + 1, stride=1, padding=radius)
 
 
+def _masked_mean(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean colour `[B, 3]` of `image` `[B, 3, S, S]` over `mask` `[B, 1, S, S]`."""
+    return (image * mask).flatten(2).sum(2) / mask.flatten(2).sum(2)
+
+
+def _masked_psnr(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PSNR `[B]` (peak 1) of `image` against `target` over the pixels of `mask` (all three channels)."""
+    mse = ((image - target) ** 2 * mask).flatten(1).sum(1) / (3 * mask.flatten(1).sum(1)).clamp_min(1)
+    return 10 * torch.log10(1 / mse)
+
+
 def _nme(pred: torch.Tensor, target: torch.Tensor, eyes: torch.Tensor) -> tuple[list[float], list[float]]:
     dist = (pred - target).norm(dim=-1).mean(-1)
     return (dist / eyes * 100).tolist(), dist.tolist()
@@ -117,36 +128,29 @@ def evaluate(tok, faces: dict[str, torch.Tensor], batch_size: int = 8) -> dict:
         outputs.append(y)
         renders.append(drawn["image"])
         region = _hull_region(tok, hull)
-        mse_face = ((y - x) ** 2 * region).flatten(1).sum(1) / (3 * region.flatten(1).sum(1))
         rows.setdefault("psnr", []).extend(psnr(y, x).tolist())
         rows.setdefault("ssim", []).extend(ssim(y, x).tolist())
-        rows.setdefault("psnr_face", []).extend((10 * torch.log10(1 / mse_face)).tolist())
+        rows.setdefault("psnr_face", []).extend(_masked_psnr(y, x, region).tolist())
         # the baseline a generator has to beat: the crop with its hole filled by the face's true mean colour
-        mean = (x * region).flatten(2).sum(2) / region.flatten(2).sum(2)
+        mean = _masked_mean(x, region)
         fill = x * (1 - region) + mean[..., None, None] * region
-        mse_fill = ((fill - x) ** 2 * region).flatten(1).sum(1) / (3 * region.flatten(1).sum(1))
         rows.setdefault("baseline_psnr", []).extend(psnr(fill, x).tolist())
-        rows.setdefault("baseline_psnr_face", []).extend((10 * torch.log10(1 / mse_fill)).tolist())
+        rows.setdefault("baseline_psnr_face", []).extend(_masked_psnr(fill, x, region).tolist())
         # where the error sits: the background the generator copies, the face's mean colour, and the face with its
         # mean colour replaced by the true one (what is left is shape and shading)
-        outside = 1 - region
-        mse_out = ((y - x) ** 2 * outside).flatten(1).sum(1) / (3 * outside.flatten(1).sum(1)).clamp_min(1)
-        rows.setdefault("psnr_outside", []).extend((10 * torch.log10(1 / mse_out)).tolist())
-        mean_out = (y * region).flatten(2).sum(2) / region.flatten(2).sum(2)
+        rows.setdefault("psnr_outside", []).extend(_masked_psnr(y, x, 1 - region).tolist())
+        mean_out = _masked_mean(y, region)
         rows.setdefault("colour_error_face", []).extend((mean_out - mean).abs().mean(1).tolist())
         recoloured = (y + (mean - mean_out)[..., None, None]).clamp(0, 1)
-        mse_recol = ((recoloured - x) ** 2 * region).flatten(1).sum(1) / (3 * region.flatten(1).sum(1))
-        rows.setdefault("psnr_face_true_mean", []).extend((10 * torch.log10(1 / mse_recol)).tolist())
+        rows.setdefault("psnr_face_true_mean", []).extend(_masked_psnr(recoloured, x, region).tolist())
         if tok.quantizer is not None:
             params = tok.encoder(x)
-            geometry = tok.render(tokens)  # the same geometry, only the tokens change
-            masked, _ = tok.masked_input(x, geometry["image"], hull, geometry["transformed_vertices"])
-            soft = tok.generator(torch.cat([geometry["image"], masked], 1), _unrounded(tok, params["tokens"]))
+            # the same geometry (`drawn`), only the tokens change
+            masked, _ = tok.masked_input(x, drawn["image"], hull, drawn["transformed_vertices"])
+            soft = tok.generator(torch.cat([drawn["image"], masked], 1), _unrounded(tok, params["tokens"]))
             soft = soft.clamp(0, 1)
             rows.setdefault("psnr_unrounded", []).extend(psnr(soft, x).tolist())
-            rows.setdefault("psnr_face_unrounded", []).extend(
-                (10 * torch.log10(1 / (((soft - x) ** 2 * region).flatten(1).sum(1)
-                                       / (3 * region.flatten(1).sum(1))))).tolist())
+            rows.setdefault("psnr_face_unrounded", []).extend(_masked_psnr(soft, x, region).tolist())
         target_mp = (faces["landmarks_mp"][start:start + batch_size] + 1) * size / 2
         geometry = tok.flame(tokens)
         cam = tokens.meta["cam"]

@@ -131,6 +131,17 @@ def _chance(g: torch.Generator, p: float) -> bool:
     return float(torch.rand((), generator=g)) < p
 
 
+def _check_gain_spread(name: str, spread: float) -> float:
+    if not 0.0 <= float(spread) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1) (gains drawn from U(1 - {name[0]}, 1 + {name[0]})), got {spread}")
+    return float(spread)
+
+
+def _channel_gains(g: torch.Generator, spread: float) -> torch.Tensor:
+    """R, G, B gains from U(1 - spread, 1 + spread), `[3, 1, 1]`."""
+    return torch.tensor([_uniform(g, 1 - spread, 1 + spread) for _ in range(3)])[:, None, None]
+
+
 def _augment_colour(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Brightness/contrast (p 0.5), gamma (p 0.5), hue-free saturation/brightness jitter (p 0.25), blur (p 0.1),
     Gaussian noise (p 0.5): the official albumentations list without CLAHE and RGB shift."""
@@ -177,8 +188,7 @@ class FaceLandmarks(SeededDataset):
     def __init__(self, root: str | Path | None = None, split: str | None = "train", image_size: int = 224,
                  scale: float | tuple[float, float] | list[float] = (1.2, 1.8), augment: bool = True,
                  repeat_single: int = 1, dense: str = "mediapipe", white_balance: float = 0.0,
-                 background_balance: float = 0.0, seed: int = 0,
-                 rank: int | None = None,
+                 background_balance: float = 0.0, seed: int = 0, rank: int | None = None,
                  skip_unreadable: bool = False, items: list[dict[str, Any]] | None = None) -> None:
         super().__init__(seed, rank, skip_unreadable)
         if dense not in ("mediapipe", "file"):
@@ -188,13 +198,8 @@ class FaceLandmarks(SeededDataset):
             raise ValueError(f"scale must be a positive number or a (low, high) range, got {scale}")
         if int(repeat_single) < 1:
             raise ValueError(f"repeat_single must be >= 1, got {repeat_single}")
-        if not 0.0 <= float(white_balance) < 1.0:
-            raise ValueError(f"white_balance must be in [0, 1) (gains drawn from U(1 - w, 1 + w)), got {white_balance}")
-        self.white_balance = float(white_balance)
-        if not 0.0 <= float(background_balance) < 1.0:
-            raise ValueError("background_balance must be in [0, 1) (gains drawn from U(1 - b, 1 + b)), got "
-                             f"{background_balance}")
-        self.background_balance = float(background_balance)
+        self.white_balance = _check_gain_spread("white_balance", white_balance)
+        self.background_balance = _check_gain_spread("background_balance", background_balance)
         self.image_size, self.scale, self.augment, self.dense = int(image_size), scale, bool(augment), dense
         if items is None:
             if root is None:
@@ -209,15 +214,15 @@ class FaceLandmarks(SeededDataset):
             self.items += [item] * times
         self.identities = sorted(counts)
 
-    def _recolour_background(self, image: torch.Tensor, transform: np.ndarray, points: np.ndarray,
+    def _recolour_background(self, image: torch.Tensor, points_px: np.ndarray,
                              generator: torch.Generator) -> torch.Tensor:
+        """`background_balance`: gains outside the hull of the face's crop-pixel points, the seam blurred (9 px box)."""
         from zoo.face.render import face_hull_mask
 
-        low, high = 1 - self.background_balance, 1 + self.background_balance
-        gains = torch.tensor([_uniform(generator, low, high) for _ in range(3)])
-        outside = face_hull_mask(torch.from_numpy(_apply(transform, points)).float()[None], self.image_size)[0]
+        gains = _channel_gains(generator, self.background_balance)
+        outside = face_hull_mask(torch.from_numpy(points_px).float()[None], self.image_size)[0]
         outside = F.avg_pool2d(F.pad(outside[None], (4, 4, 4, 4), mode="replicate"), 9, stride=1)[0]
-        return (image * (1 + outside * (gains[:, None, None] - 1))).clamp(0, 1)
+        return (image * (1 + outside * (gains - 1))).clamp(0, 1)
 
     def load(self, item: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
         from zoo.data.transforms import to_tensor
@@ -254,17 +259,14 @@ class FaceLandmarks(SeededDataset):
             transform = extra @ transform
         image = warp_image(picture, transform, size)
         image = torch.floor(image * 255 + 1e-4).clamp(0, 255) / 255  # uint8 pixels, as the official crop
+        mp_px = _apply(transform, mediapipe) if mediapipe is not None else None
+        fan_px = _apply(transform, fan68) if fan68 is not None else None
         if self.augment:
             image = _augment_colour(image, generator)
             if self.white_balance > 0:
-                low, high = 1 - self.white_balance, 1 + self.white_balance
-                gains = torch.tensor([_uniform(generator, low, high) for _ in range(3)])
-                image = (image * gains[:, None, None]).clamp(0, 1)
+                image = (image * _channel_gains(generator, self.white_balance)).clamp(0, 1)
             if self.background_balance > 0:
-                image = self._recolour_background(image, transform, mediapipe if mediapipe is not None else fan68,
-                                                  generator)
-        mp_px = _apply(transform, mediapipe) if mediapipe is not None else None
-        fan_px = _apply(transform, fan68) if fan68 is not None else None
+                image = self._recolour_background(image, mp_px if mp_px is not None else fan_px, generator)
         out = {
             "image": image.float(),
             "landmarks_mp": torch.from_numpy(mp_px / size * 2 - 1).float() if mp_px is not None
