@@ -118,8 +118,8 @@ def demo_karl(name: str, out: Path, errors: tuple[float, float] = (0.03, 0.07)) 
 
     entry = zoo.get_spec(name).bundled_weights
     if entry is None:
-        print(f"[{name}] skipped: no bundled weights yet (its first training collapsed; see "
-              f"docs/karl.md), and random weights show nothing about adaptive token counts")
+        print(f"[{name}] skipped: no bundled weights yet (its training has not reached the 20 dB "
+              f"target; see docs/karl.md), and random weights show nothing about adaptive token counts")
         return None
     tok = zoo.load(name)
     image = read_image(SAMPLES / "photo.png", size=tok.input_size[0])
